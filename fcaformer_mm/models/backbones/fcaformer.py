@@ -1,0 +1,1055 @@
+"""FcaFormer backbone for the OpenMMLab 2.0 codebases.
+
+The module and parameter names follow the official implementation
+(``hkzhang-git/FcaFormer``) exactly, so that its classification checkpoints
+and its dense-prediction checkpoints load without any key conversion.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import initialize
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from fcaformer_mm.registry import MODELS
+
+__all__ = ['FcaFormer']
+
+
+# --------------------------------------------------------------------------
+# Small building blocks. They are written here rather than taken from mmcv so
+# that the core package depends on torch and mmengine only.
+# --------------------------------------------------------------------------
+def drop_path(x: torch.Tensor,
+              drop_prob: float = 0.,
+              training: bool = False) -> torch.Tensor:
+    """Drop whole samples of a residual branch (stochastic depth).
+
+    Args:
+        x (torch.Tensor): The output of the residual branch.
+        drop_prob (float): Probability to drop a sample. Defaults to 0.
+        training (bool): Only drop in training mode. Defaults to False.
+
+    Returns:
+        torch.Tensor: ``x`` with some samples zeroed and the others scaled by
+        ``1 / (1 - drop_prob)``.
+    """
+    if drop_prob == 0. or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+    mask = x.new_empty(shape).bernoulli_(keep_prob)
+    return x * mask.div_(keep_prob)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample, see :func:`drop_path`.
+
+    Args:
+        drop_prob (float): Probability to drop a sample. Defaults to 0.
+    """
+
+    def __init__(self, drop_prob: float = 0.) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` map.
+
+    Subclassing :class:`torch.nn.LayerNorm` keeps the parameter names
+    (``weight``, ``bias``) and lets ``init_cfg`` rules for ``'LayerNorm'``
+    match it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvBN(nn.Sequential):
+    """Convolution without bias followed by BatchNorm2d.
+
+    The children are named ``c`` and ``bn`` as in the official code.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int): Kernel size. Defaults to 1.
+        stride (int): Stride. Defaults to 1.
+        padding (int): Zero padding. Defaults to 0.
+        groups (int): Convolution groups. Defaults to 1.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int = 1,
+                 stride: int = 1,
+                 padding: int = 0,
+                 groups: int = 1) -> None:
+        super().__init__(
+            OrderedDict(
+                c=nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    stride,
+                    padding,
+                    groups=groups,
+                    bias=False),
+                bn=nn.BatchNorm2d(out_channels)))
+
+
+class Stem(BaseModule):
+    """Two stride-2 Conv-BN layers with a GELU between them (stride 4).
+
+    Args:
+        in_channels (int): Input image channels.
+        embed_dim (int): Output channels.
+    """
+
+    def __init__(self, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(
+            ConvBN(in_channels, embed_dim // 2, 3, 2, 1), nn.GELU(),
+            ConvBN(embed_dim // 2, embed_dim, 3, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class Downsample(BaseModule):
+    """Stride-2 transition between two stages.
+
+    Conv-BN 1x1, GELU, depthwise Conv-BN 3x3/2, GELU, Conv-BN 1x1.
+
+    Args:
+        in_channels (int): Channels of the finer stage.
+        out_channels (int): Channels of the coarser stage.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(in_channels, out_channels)
+        self.conv2 = ConvBN(
+            out_channels, out_channels, 3, 2, 1, groups=out_channels)
+        self.conv3 = ConvBN(out_channels, out_channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        return self.conv3(x)
+
+
+class ConvNeXtBlock(BaseModule):
+    """ConvNeXt block of stages 0 and 1.
+
+    Args:
+        dim (int): Channels.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        layer_scale_init_value (float): Initial layer scale; no ``gamma`` is
+            created when it is not positive, as in the official code.
+            Defaults to 1e-6.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        if layer_scale_init_value > 0:
+            self.gamma = nn.Parameter(
+                torch.full((dim, ), float(layer_scale_init_value)))
+        else:
+            self.gamma = None
+        self.drop_path = DropPath(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)
+        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
+        if self.gamma is not None:
+            x = self.gamma * x
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+
+class Mlp(BaseModule):
+    """Feed-forward network of an FCA block.
+
+    It carries a LayerNorm of its own (``norm``) in front of ``fc1``; the
+    block applies ``norm2`` before calling it, so the tokens are normalised
+    twice. Both norms hold trained weights and are kept.
+
+    Args:
+        dim (int): Input and output channels.
+        hidden_dim (int): Hidden channels.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+def _relative_offset_index(window_size: int) -> torch.Tensor:
+    """Index of the (|dy|, |dx|) offset of every pair of window positions.
+
+    The official code numbers the offsets in their order of first
+    appearance while scanning all pairs; the first query position (0, 0)
+    already meets every offset, in row-major order, so that number is
+    ``|dy| * window_size + |dx|``.
+    """
+    coords = torch.arange(window_size)
+    ys, xs = torch.meshgrid(coords, coords, indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = (ys[:, None] - ys[None, :]).abs()
+    dx = (xs[:, None] - xs[None, :]).abs()
+    return dy * window_size + dx
+
+
+class FcaBlock(BaseModule):
+    """Fused-cross-attention block of stages 2 and 3, on window tokens.
+
+    Args:
+        dim (int): Channels.
+        window_size (int): Side of the square attention window.
+        num_heads (int): Attention heads.
+        block_index (int): Position of the block in its stage; block ``i``
+            attends to the cross tokens of the ``i`` blocks before it.
+        make_cross_tokens (bool): Whether the block produces cross tokens for
+            the blocks after it (all blocks but the last of a stage).
+        mlp_ratio (float): Hidden width of the MLP relative to ``dim``.
+            Defaults to 4.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        layer_scale_init_value (float): Initial value of ``gamma_1`` and
+            ``gamma_2``. Defaults to 1e-6.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 window_size: int,
+                 num_heads: int,
+                 block_index: int,
+                 make_cross_tokens: bool,
+                 mlp_ratio: float = 4.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'The channels ({dim}) must be divisible by the '
+                             f'number of heads ({num_heads}).')
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads)**-0.5
+
+        self.gamma_1 = nn.Parameter(
+            torch.full((dim, ), float(layer_scale_init_value)))
+        self.gamma_2 = nn.Parameter(
+            torch.full((dim, ), float(layer_scale_init_value)))
+
+        # Token-merging conv (TME): one cross token per 4x4 patch of window.
+        if make_cross_tokens:
+            self.dw_conv = nn.Conv2d(
+                dim, dim, 7, stride=4, padding=3, groups=dim, bias=False)
+        else:
+            self.dw_conv = None
+        tokens_per_block = math.ceil(window_size / 4)**2
+        self.num_cross = block_index * tokens_per_block
+        if self.num_cross > 0:
+            self.s_token_bias = nn.Parameter(
+                torch.zeros(1, num_heads, 1, self.num_cross))
+            self.s_norm = nn.LayerNorm(dim)
+            self.s_scale_factors = nn.Parameter(
+                torch.ones(1, self.num_cross, 1))
+
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention_biases = nn.Parameter(
+            torch.zeros(num_heads, window_size * window_size))
+        self.register_buffer(
+            'attention_bias_idxs',
+            _relative_offset_index(window_size),
+            persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+        self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
+
+        self.drop_path = DropPath(drop_path_rate)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _attention(self, x: torch.Tensor,
+                   cross: Optional[torch.Tensor]) -> torch.Tensor:
+        num_windows, num_tokens, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        qkv = self.qkv(self.norm1(x)).reshape(num_windows, num_tokens, 3,
+                                              heads, head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        attn = attn + self.attention_biases[:, self.attention_bias_idxs]
+        if self.num_cross > 0:
+            if cross is None or cross.shape[1] != self.num_cross:
+                got = None if cross is None else tuple(cross.shape)
+                raise ValueError(f'Expected {self.num_cross} cross tokens '
+                                 f'per window, got {got}.')
+            cross = self.s_norm(cross * self.s_scale_factors)
+            # Cross tokens serve as keys and values only, so the query third
+            # of the shared ``qkv`` projection is not computed for them.
+            kv = F.linear(cross, self.qkv.weight[dim:], self.qkv.bias[dim:])
+            kv = kv.reshape(num_windows, self.num_cross, 2, heads, head_dim)
+            k_s, v_s = kv.permute(2, 0, 3, 1, 4)
+            attn_s = q @ k_s.transpose(-2, -1) + self.s_token_bias
+            # One softmax spans the window's keys and the cross keys.
+            attn = torch.cat((attn, attn_s), dim=-1)
+            v = torch.cat((v, v_s), dim=-2)
+        attn = attn.softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(num_windows, num_tokens, dim)
+        return self.proj(x)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cross: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Run the block on window tokens.
+
+        Args:
+            x (torch.Tensor): ``(num_windows, window_size**2, C)`` tokens.
+            cross (torch.Tensor, optional): ``(num_windows, num_cross, C)``
+                cross tokens of the earlier blocks of the stage.
+
+        Returns:
+            tuple: The new tokens, and this block's cross tokens
+            ``(num_windows, ceil(window_size / 4)**2, C)`` or None.
+        """
+        num_windows, num_tokens, dim = x.shape
+        x = x + self.drop_path(self.gamma_1 * self._attention(x, cross))
+
+        ws = self.window_size
+        x = x.transpose(1, 2).reshape(num_windows, dim, ws, ws)
+        new_cross = None
+        if self.dw_conv is not None:
+            new_cross = self.dw_conv(x).flatten(2).transpose(1, 2)
+        # The official block has no shortcut around ``local_conv``.
+        x = self.local_conv(x).flatten(2).transpose(1, 2)
+
+        x = x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+        return x, new_cross
+
+
+def _run(module: nn.Module, with_cp: bool, *args):
+    """Call ``module``, through activation checkpointing if asked."""
+    if with_cp and torch.is_grad_enabled():
+        return cp.checkpoint(module, *args, use_reentrant=False)
+    return module(*args)
+
+
+class ConvStage(BaseModule):
+    """Stage of ConvNeXt blocks (``layer_0``, ``layer_1``).
+
+    Args:
+        dim (int): Channels.
+        out_dim (int): Channels after ``downsample``.
+        drop_path_rates (Sequence[float]): One rate per block.
+        layer_scale_init_value (float): Initial layer scale.
+        with_cp (bool): Checkpoint each block. Defaults to False.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 out_dim: int,
+                 drop_path_rates: Sequence[float],
+                 layer_scale_init_value: float,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.blocks = nn.Sequential(*[
+            ConvNeXtBlock(dim, rate, layer_scale_init_value)
+            for rate in drop_path_rates
+        ])
+        self.downsample = Downsample(dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the blocks; ``downsample`` is called by the backbone."""
+        for block in self.blocks:
+            x = _run(block, self.with_cp, x)
+        return x
+
+
+class FcaStage(BaseModule):
+    """Stage of FCA blocks (``layer_2``, ``layer_3``) on padded windows.
+
+    As in the official dense model, the map is zero-padded to whole windows
+    before every block and cropped back after it. Blocks 0, 2, 4, ... pad at
+    the top and left, blocks 1, 3, 5, ... at the bottom and right, so that
+    successive blocks see differently placed windows. The cross tokens of a
+    window are handed on by window index.
+
+    Args:
+        dim (int): Channels.
+        out_dim (int): Channels after ``downsample``.
+        window_size (int): Side of the square attention window.
+        num_heads (int): Attention heads.
+        drop_path_rates (Sequence[float]): One rate per block.
+        layer_scale_init_value (float): Initial layer scale.
+        with_downsample (bool): Whether the stage has a ``downsample``.
+        with_cp (bool): Checkpoint each block. Defaults to False.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 out_dim: int,
+                 window_size: int,
+                 num_heads: int,
+                 drop_path_rates: Sequence[float],
+                 layer_scale_init_value: float,
+                 with_downsample: bool,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.with_cp = with_cp
+        depth = len(drop_path_rates)
+        self.blocks = nn.ModuleList([
+            FcaBlock(
+                dim,
+                window_size,
+                num_heads,
+                block_index=i,
+                make_cross_tokens=i < depth - 1,
+                drop_path_rate=rate,
+                layer_scale_init_value=layer_scale_init_value)
+            for i, rate in enumerate(drop_path_rates)
+        ])
+        self.downsample = Downsample(dim, out_dim) if with_downsample \
+            else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the blocks; ``downsample`` is called by the backbone."""
+        batch, dim, height, width = x.shape
+        ws = self.window_size
+        pad_h, pad_w = (-height) % ws, (-width) % ws
+        rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
+        cross_tokens: List[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            top, left = (pad_h, pad_w) if i % 2 == 0 else (0, 0)
+            if pad_h or pad_w:
+                x = F.pad(x, (left, pad_w - left, top, pad_h - top))
+            # (B, C, rows*ws, cols*ws) -> (B*rows*cols, ws*ws, C)
+            tokens = x.reshape(batch, dim, rows, ws, cols, ws).permute(
+                0, 2, 4, 3, 5, 1).reshape(batch * rows * cols, ws * ws, dim)
+            cross = torch.cat(cross_tokens, dim=1) if cross_tokens else None
+            tokens, new_cross = _run(block, self.with_cp, tokens, cross)
+            if new_cross is not None:
+                cross_tokens.append(new_cross)
+            x = tokens.reshape(batch, rows, cols, ws, ws, dim).permute(
+                0, 5, 1, 3, 2, 4).reshape(batch, dim, rows * ws, cols * ws)
+            x = x[:, :, top:top + height, left:left + width]
+        return x
+
+
+# --------------------------------------------------------------------------
+# The backbone.
+# --------------------------------------------------------------------------
+_ARCH_KEYS = ('embed_dims', 'depths', 'num_heads')
+_DENSE_WIDTHS_L2 = (96, 192, 384, 768)
+
+
+def _official_init(module: nn.Module) -> None:
+    """The official initialisation of one module (``apply`` target)."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=.02, a=-2., b=2.)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+@MODELS.register_module()
+class FcaFormer(BaseModule):
+    """FcaFormer backbone.
+
+    A PyTorch implementation of `FcaFormer: Forward Cross Attention in Hybrid
+    Vision Transformer <https://arxiv.org/abs/2211.07198>`_ (ICCV 2023),
+    written after the `official code <https://github.com/hkzhang-git/FcaFormer>`_
+    and keeping its parameter names, so that official checkpoints load as
+    they are.
+
+    Stages 0 and 1 are ConvNeXt blocks; stages 2 and 3 are FCA blocks that
+    attend inside windows of ``window_sizes`` tokens (the map sizes that
+    224x224 images give, so classification weights fit unchanged) and to the
+    cross tokens of the earlier blocks of their stage. Inputs of any size
+    work: the map is padded to whole windows before every FCA block and
+    cropped after it, as in the official dense model ``FcaFormer_SH_512``.
+    For 224x224 inputs this is exactly the official classifier.
+
+    Args:
+        arch (str | dict): ``'l1'``, ``'l2'``, ``'l3'`` or ``'l4'`` (also
+            ``'fcaformer-l2'`` etc.), or a dict with the keys:
+
+            - embed_dims (Sequence[int]): Widths of the four stages.
+            - depths (Sequence[int]): Blocks in each of the four stages.
+            - num_heads (Sequence[int]): Heads of stages 2 and 3 (a
+              4-sequence as in the official code is accepted; its first two
+              entries are ignored).
+
+            Defaults to ``'l2'``.
+        in_channels (int): Input image channels. Defaults to 3.
+        out_type (str): ``'featmap'`` for dense prediction: each output
+            stage goes through a 1x1 conv ``head{i}`` and a channels-first
+            LayerNorm ``norm{i}`` and the backbone returns a tuple of
+            ``(B, C_i, H_i, W_i)`` maps. ``'avg_featmap'`` for
+            classification: the last stage is averaged over its positions
+            and normalised by ``norm_head``; the backbone returns a 1-tuple
+            ``((B, embed_dims[3]), )`` for mmpretrain's ``ImageClassifier``.
+            Defaults to ``'featmap'``.
+        out_indices (int | Sequence[int], optional): Output stages, negative
+            values counting from the end. Only used with ``'featmap'``.
+            Defaults to None: all four stages for ``'featmap'``, the last
+            one for ``'avg_featmap'`` (the only allowed value there).
+        out_channels (Sequence[int], optional): Widths of the four dense
+            outputs (``head{i}``). Defaults to None: ``(96, 192, 384, 768)``
+            for L2 as in the official dense configs, the stage widths for
+            the other archs.
+        window_sizes (Sequence[int]): Attention window sides of stages 2 and
+            3. Defaults to ``(14, 7)``.
+        drop_path_rate (float): Stochastic depth rate, linear from 0 over
+            all blocks. Defaults to 0.
+        layer_scale_init_value (float): Initial layer scale of all blocks.
+            Defaults to 1e-6.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, ``i`` the stem
+            and stages 0..i together with the ``downsample`` layers that feed
+            stages 1..i. The dense output layers ``head{i}``/``norm{i}`` are
+            never frozen: classification checkpoints do not hold them.
+            Defaults to -1.
+        norm_eval (bool): Keep the BatchNorm layers in eval mode while
+            training (frozen statistics). Defaults to False.
+        with_cp (bool): Checkpoint the activations of every block to save
+            memory at the cost of speed. Defaults to False.
+        init_cfg (dict | list[dict], optional): Initialisation config. None
+            gives the official initialisation (trunc-normal std 0.02 for
+            Conv and Linear weights, zero biases, norms 1/0). A
+            ``dict(type='Pretrained', checkpoint=..., prefix=...)`` loads:
+
+            - official classification checkpoints (``model`` entry, or the
+              entry named by the extra key ``state_dict_key``, e.g.
+              ``state_dict_key='model_ema'``);
+            - OpenMMLab checkpoints (``state_dict`` entry; pass
+              ``prefix='backbone.'``, which is also assumed when no key
+              matches the model without it);
+            - plain state dicts.
+
+            Missing and unexpected keys are logged; shape mismatches raise.
+            Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> from fcaformer_mm.models import FcaFormer
+        >>> model = FcaFormer(arch='l2').eval()
+        >>> outs = model(torch.rand(1, 3, 224, 224))
+        >>> for out in outs:
+        ...     print(tuple(out.shape))
+        (1, 96, 56, 56)
+        (1, 192, 28, 28)
+        (1, 384, 14, 14)
+        (1, 768, 7, 7)
+        >>> model = FcaFormer(arch='l1', out_type='avg_featmap').eval()
+        >>> print(tuple(model(torch.rand(2, 3, 224, 224))[0].shape))
+        (2, 320)
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(
+            ['l1', 'fcaformer-l1'], {
+                'embed_dims': [64, 128, 192, 320],
+                'depths': [2, 2, 6, 2],
+                'num_heads': [6, 10],
+            }),
+        **dict.fromkeys(
+            ['l2', 'fcaformer-l2'], {
+                'embed_dims': [96, 192, 320, 480],
+                'depths': [2, 2, 7, 2],
+                'num_heads': [10, 15],
+            }),
+        **dict.fromkeys(
+            ['l3', 'fcaformer-l3'], {
+                'embed_dims': [96, 192, 320, 512],
+                'depths': [3, 6, 12, 3],
+                'num_heads': [10, 16],
+            }),
+        **dict.fromkeys(
+            ['l4', 'fcaformer-l4'], {
+                'embed_dims': [128, 256, 512, 768],
+                'depths': [3, 6, 12, 3],
+                'num_heads': [16, 24],
+            }),
+    }
+    out_types = ('featmap', 'avg_featmap')
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'l2',
+                 in_channels: int = 3,
+                 out_type: str = 'featmap',
+                 out_indices: Optional[Union[int, Sequence[int]]] = None,
+                 out_channels: Optional[Sequence[int]] = None,
+                 window_sizes: Sequence[int] = (14, 7),
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        arch_name = arch.lower() if isinstance(arch, str) else None
+        arch = self._parse_arch(arch)
+        self.embed_dims: List[int] = list(arch['embed_dims'])
+        self.depths: List[int] = list(arch['depths'])
+        self.num_heads: List[int] = list(arch['num_heads'])[-2:]
+        self.in_channels = in_channels
+
+        if out_type not in self.out_types:
+            raise ValueError(f'Unsupported out_type {out_type!r}, please '
+                             f'choose from {self.out_types}.')
+        self.out_type = out_type
+        self.out_indices = self._parse_out_indices(out_indices)
+
+        if out_channels is None:
+            is_l2 = arch_name in ('l2', 'fcaformer-l2')
+            out_channels = _DENSE_WIDTHS_L2 if is_l2 else self.embed_dims
+        if len(out_channels) != self.num_stages:
+            raise ValueError('out_channels must give one width per stage '
+                             f'(4), got {list(out_channels)}.')
+        self.out_channels: List[int] = list(out_channels)
+
+        if len(window_sizes) != 2 or min(window_sizes) < 1:
+            raise ValueError('window_sizes must be two positive ints (stages '
+                             f'2 and 3), got {window_sizes}.')
+        self.window_sizes: List[int] = list(window_sizes)
+
+        if not -1 <= frozen_stages < self.num_stages:
+            raise ValueError('frozen_stages must be in [-1, 3], got '
+                             f'{frozen_stages}.')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        stage_rates, start = [], 0
+        for depth in self.depths:
+            stage_rates.append(rates[start:start + depth])
+            start += depth
+
+        dims = self.embed_dims
+        self.patch_embed = Stem(in_channels, dims[0])
+        for i in range(2):
+            self.add_module(
+                f'layer_{i}',
+                ConvStage(dims[i], dims[i + 1], stage_rates[i],
+                          layer_scale_init_value, with_cp))
+        for i in range(2, 4):
+            self.add_module(
+                f'layer_{i}',
+                FcaStage(
+                    dims[i],
+                    dims[min(i + 1, 3)],
+                    self.window_sizes[i - 2],
+                    self.num_heads[i - 2],
+                    stage_rates[i],
+                    layer_scale_init_value,
+                    with_downsample=i < 3,
+                    with_cp=with_cp))
+
+        if out_type == 'featmap':
+            for i in self.out_indices:
+                self.add_module(
+                    f'head{i}',
+                    nn.Conv2d(dims[i], self.out_channels[i], 1, bias=False))
+                self.add_module(f'norm{i}',
+                                LayerNorm2d(self.out_channels[i], eps=1e-6))
+        else:
+            self.norm_head = nn.LayerNorm(dims[3])
+
+        self._freeze_stages()
+
+    # ------------------------------------------------------------ arguments
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise ValueError(
+                    f'Unavailable arch {arch!r}, please choose from '
+                    f'({", ".join(sorted(self.arch_zoo))}) or pass a dict.')
+            return self.arch_zoo[key]
+        if not isinstance(arch, Mapping):
+            raise ValueError(
+                f'Unavailable arch {arch!r}, please choose from '
+                f'({", ".join(sorted(self.arch_zoo))}) or pass a dict.')
+        missing = [key for key in _ARCH_KEYS if key not in arch]
+        if missing:
+            raise ValueError(f'The arch dict misses the keys {missing}; it '
+                             f'needs {list(_ARCH_KEYS)}.')
+        if len(arch['embed_dims']) != 4 or len(arch['depths']) != 4:
+            raise ValueError('arch "embed_dims" and "depths" must have 4 '
+                             f'entries, got {list(arch["embed_dims"])} and '
+                             f'{list(arch["depths"])}.')
+        if len(arch['num_heads']) not in (2, 4):
+            raise ValueError('arch "num_heads" must give the heads of stages '
+                             f'2 and 3, got {list(arch["num_heads"])}.')
+        if min(arch['depths']) < 1:
+            raise ValueError('Every stage needs at least one block, got '
+                             f'depths {list(arch["depths"])}.')
+        return dict(arch)
+
+    def _parse_out_indices(
+            self, out_indices: Optional[Union[int, Sequence[int]]]
+    ) -> Tuple[int, ...]:
+        last = self.num_stages - 1
+        if out_indices is None:
+            return (last, ) if self.out_type == 'avg_featmap' else tuple(
+                range(self.num_stages))
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or not out_indices:
+            raise ValueError('out_indices must be an int or a non-empty '
+                             f'sequence, got {out_indices!r}.')
+        normalised = []
+        for index in out_indices:
+            value = index + self.num_stages if index < 0 else index
+            if not 0 <= value <= last:
+                raise ValueError(f'Invalid out_indices {index}: there are '
+                                 f'{self.num_stages} stages.')
+            normalised.append(value)
+        normalised = tuple(sorted(set(normalised)))
+        if self.out_type == 'avg_featmap' and normalised != (last, ):
+            raise ValueError("out_type='avg_featmap' outputs the last stage "
+                             f'only; got out_indices={out_indices!r}.')
+        return normalised
+
+    # -------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Forward an image batch.
+
+        Args:
+            x (torch.Tensor): ``(B, in_channels, H, W)`` images, any size.
+
+        Returns:
+            tuple[torch.Tensor]: ``(B, out_channels[i], ceil(H / 2**(i+2)),
+            ...)`` maps for each ``i`` in ``out_indices`` (``'featmap'``), or
+            the 1-tuple ``((B, embed_dims[3]), )`` (``'avg_featmap'``).
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'FcaFormer expects (B, {self.in_channels}, H, W) images, got '
+                f'a tensor of shape {tuple(x.shape)}.')
+        x = self.patch_embed(x)
+        outs = []
+        last = self.out_indices[-1]
+        for i in range(self.num_stages):
+            stage = getattr(self, f'layer_{i}')
+            x = stage(x)
+            if self.out_type == 'featmap' and i in self.out_indices:
+                head = getattr(self, f'head{i}')
+                norm = getattr(self, f'norm{i}')
+                outs.append(norm(head(x)))
+            if i == last:
+                # Later stages would produce nothing that is returned.
+                break
+            x = stage.downsample(x)
+        if self.out_type == 'avg_featmap':
+            outs.append(self.norm_head(x.mean(dim=(2, 3))))
+        return tuple(outs)
+
+    # --------------------------------------------------- freezing and modes
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen: List[nn.Module] = [self.patch_embed]
+        for i in range(self.frozen_stages + 1):
+            frozen.append(getattr(self, f'layer_{i}').blocks)
+            if i > 0:
+                frozen.append(getattr(self, f'layer_{i - 1}').downsample)
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'FcaFormer':
+        """Set the mode, keeping frozen stages (and BN if asked) in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------- layer-wise lr
+    @property
+    def num_decay_layers(self) -> int:
+        """``num_layers`` of the official ``layer_wise_cab`` rule.
+
+        Layer ids 1 and 2 are stages 0 and 1, ids 3.. hold three blocks of
+        stage 2 each, and stage 3 gets the id after them; this is 6 for L2,
+        the value of the official dense configs.
+        """
+        return 4 + (self.depths[2] - 1) // 3
+
+    def get_layer_depth(self, param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        Follows the official ``layer_wise_cab`` grouping, with ``n`` =
+        :attr:`num_decay_layers`:
+
+        - ``patch_embed.*`` and every ``s_scale_factors`` and
+          ``s_token_bias`` -> 0;
+        - ``layer_0.blocks`` -> 1, ``layer_1.blocks`` -> 2,
+          ``layer_2.blocks.k`` -> ``3 + k // 3``, ``layer_3.blocks`` -> n;
+        - ``layer_0.downsample`` -> 0, ``layer_1.downsample`` -> 2,
+          ``layer_2.downsample`` -> 3;
+        - everything else (``head{i}``, ``norm{i}``, ``norm_head``, and any
+          parameter outside the backbone) -> ``n + 1``.
+
+        The number of layers returned is ``n + 2``, so mmpretrain's
+        ``LearningRateDecayOptimWrapperConstructor`` scales the lr of id
+        ``k`` by ``rate ** (n + 1 - k)``, as the official constructor does.
+
+        Args:
+            param_name (str): Name of the parameter.
+            prefix (str): Prefix of the backbone's parameters in
+                ``param_name``, e.g. ``'backbone.'``. Defaults to ''.
+
+        Returns:
+            Tuple[int, int]: The layer id and the number of layers.
+        """
+        n = self.num_decay_layers
+        if not param_name.startswith(prefix):
+            return n + 1, n + 2
+        name = param_name[len(prefix):]
+        parts = name.split('.')
+        if name.startswith('patch_embed'):
+            layer_id = 0
+        elif 's_scale_factors' in name or 's_token_bias' in name:
+            layer_id = 0
+        elif parts[0] in ('layer_0', 'layer_1', 'layer_2', 'layer_3') \
+                and len(parts) > 1:
+            stage = int(parts[0][-1])
+            if parts[1] == 'blocks':
+                if stage < 2:
+                    layer_id = stage + 1
+                elif stage == 2:
+                    layer_id = 3 + int(parts[2]) // 3
+                else:
+                    layer_id = n
+            elif parts[1] == 'downsample':
+                layer_id = (0, 2, 3, n)[stage]
+            else:
+                layer_id = n + 1
+        else:
+            layer_id = n + 1
+        return layer_id, n + 2
+
+    # -------------------------------------------------------- initialisation
+    def _pretrained_cfg(self) -> Tuple[Optional[dict], List[dict]]:
+        cfgs = self.init_cfg
+        if cfgs is None:
+            return None, []
+        if isinstance(cfgs, Mapping):
+            cfgs = [cfgs]
+        pretrained, others = None, []
+        for cfg in cfgs:
+            if cfg.get('type') == 'Pretrained':
+                pretrained = dict(cfg)
+            else:
+                others.append(dict(cfg))
+        return pretrained, others
+
+    def init_weights(self) -> None:
+        """Initialise the weights, or load them from a checkpoint.
+
+        Without ``init_cfg`` the official initialisation is used. With a
+        ``Pretrained`` config the official initialisation runs first (it
+        gives the layers absent from the checkpoint, e.g. ``head{i}``, their
+        values), then the checkpoint is loaded, see :meth:`load_pretrained`.
+        Other ``init_cfg`` entries are applied by mmengine as usual.
+        """
+        if self.is_init:
+            print_log(
+                f'init_weights of {type(self).__name__} has been called more '
+                'than once.',
+                logger='current',
+                level=logging.WARNING)
+            return
+        pretrained, others = self._pretrained_cfg()
+        if pretrained is None and others:
+            super().init_weights()
+            return
+        self.apply(_official_init)
+        if others:
+            initialize(self, others)
+        if pretrained is not None:
+            cfg = dict(pretrained)
+            cfg.pop('type')
+            checkpoint = cfg.pop('checkpoint', None)
+            if checkpoint is None:
+                raise ValueError("init_cfg of type 'Pretrained' needs a "
+                                 '"checkpoint" path or URL.')
+            self.load_pretrained(checkpoint, **cfg)
+        self._is_init = True
+
+    def load_pretrained(self,
+                        checkpoint: str,
+                        prefix: Optional[str] = None,
+                        map_location: str = 'cpu',
+                        state_dict_key: Optional[str] = None) -> None:
+        """Load weights from an official or OpenMMLab checkpoint.
+
+        Args:
+            checkpoint (str): Path or URL of the checkpoint.
+            prefix (str, optional): Keep only the keys with this prefix and
+                strip it, e.g. ``'backbone.'`` for OpenMMLab checkpoints.
+                When no key has it, the keys are used as they are (official
+                checkpoints have no prefix). Defaults to None.
+            map_location (str): Where to load the tensors. Defaults to
+                ``'cpu'``.
+            state_dict_key (str, optional): Entry of the checkpoint holding
+                the state dict, e.g. ``'model_ema'`` for the EMA weights of
+                an official checkpoint. Defaults to None: ``'state_dict'``,
+                else ``'model'``, else the checkpoint itself.
+
+        Raises:
+            FileNotFoundError: The checkpoint file does not exist.
+            KeyError: ``state_dict_key`` is not in the checkpoint.
+            RuntimeError: No key of the checkpoint belongs to the model, or
+                some shapes differ (each such key is listed with both
+                shapes).
+        """
+        ckpt = CheckpointLoader.load_checkpoint(
+            checkpoint, map_location=map_location, logger='current')
+        state_dict = _select_state_dict(ckpt, state_dict_key, checkpoint)
+        state_dict = self._match_prefix(state_dict, prefix, checkpoint)
+
+        own = self.state_dict()
+        mismatched = [
+            f'  {key}: checkpoint {tuple(value.shape)}, model '
+            f'{tuple(own[key].shape)}' for key, value in state_dict.items()
+            if key in own and tuple(value.shape) != tuple(own[key].shape)
+        ]
+        if mismatched:
+            raise RuntimeError(
+                f'Shape mismatch between {checkpoint} and '
+                f'{type(self).__name__} (check arch, window_sizes and '
+                f'out_channels):\n' + '\n'.join(mismatched))
+
+        result = self.load_state_dict(state_dict, strict=False)
+        print_log(
+            f'Loaded {len(state_dict) - len(result.unexpected_keys)} tensors '
+            f'of {type(self).__name__} from {checkpoint}.',
+            logger='current')
+        if result.missing_keys:
+            print_log(
+                'Missing keys (left at their initial values): ' +
+                ', '.join(result.missing_keys),
+                logger='current',
+                level=logging.WARNING)
+        if result.unexpected_keys:
+            print_log(
+                'Unexpected keys (ignored): ' +
+                ', '.join(result.unexpected_keys),
+                logger='current',
+                level=logging.WARNING)
+
+    def _match_prefix(self, state_dict: Dict[str, torch.Tensor],
+                      prefix: Optional[str],
+                      checkpoint: str) -> Dict[str, torch.Tensor]:
+        own = self.state_dict()
+        if prefix:
+            if any(key.startswith(prefix) for key in state_dict):
+                state_dict = {
+                    key[len(prefix):]: value
+                    for key, value in state_dict.items()
+                    if key.startswith(prefix)
+                }
+            else:
+                print_log(
+                    f'No key of {checkpoint} starts with {prefix!r}; '
+                    'loading its keys as they are.',
+                    logger='current')
+        elif not any(key in own for key in state_dict) and any(
+                key.startswith('backbone.') for key in state_dict):
+            # A whole OpenMMLab model was given without ``prefix``.
+            state_dict = {
+                key[len('backbone.'):]: value
+                for key, value in state_dict.items()
+                if key.startswith('backbone.')
+            }
+        if not any(key in own for key in state_dict):
+            sample = ', '.join(list(state_dict)[:5])
+            raise RuntimeError(
+                f'No key of {checkpoint} belongs to {type(self).__name__} '
+                f'(prefix={prefix!r}); its first keys are: {sample}.')
+        return state_dict
+
+
+def _select_state_dict(ckpt: Mapping, state_dict_key: Optional[str],
+                       checkpoint: str) -> Dict[str, torch.Tensor]:
+    """Pick the state dict out of a loaded checkpoint."""
+    if not isinstance(ckpt, Mapping):
+        raise RuntimeError(f'{checkpoint} does not hold a dict but a '
+                           f'{type(ckpt).__name__}.')
+    if state_dict_key is not None:
+        if state_dict_key not in ckpt:
+            raise KeyError(f'{checkpoint} has no entry {state_dict_key!r}; '
+                           f'its entries are {sorted(map(str, ckpt))}.')
+        state_dict = ckpt[state_dict_key]
+    elif 'state_dict' in ckpt:
+        state_dict = ckpt['state_dict']
+    elif 'model' in ckpt:
+        state_dict = ckpt['model']
+    else:
+        state_dict = ckpt
+    if not isinstance(state_dict, Mapping):
+        raise RuntimeError(f'The state dict taken from {checkpoint} is a '
+                           f'{type(state_dict).__name__}, not a dict.')
+    state_dict = {
+        key: value
+        for key, value in state_dict.items() if isinstance(value, torch.Tensor)
+    }
+    # Weights saved from a DistributedDataParallel model.
+    if state_dict and all(key.startswith('module.') for key in state_dict):
+        state_dict = {key[len('module.'):]: v for key, v in state_dict.items()}
+    return state_dict
