@@ -1,0 +1,24 @@
+"""fcaformer_mm: FcaFormer (ICCV 2023) on the OpenMMLab 2.0 stack.
+
+Importing the package:
+
+1. applies the compatibility layer (:mod:`fcaformer_mm.compat`), so that
+   mmengine can resume its own checkpoints under ``torch.load``'s
+   ``weights_only=True`` default of torch >= 2.6;
+2. registers the package's modules in its own registries (scope
+   ``fcaformer_mm``) and in those of each installed host codebase
+   (mmpretrain, mmsegmentation, mmdetection), see :mod:`fcaformer_mm.hosts`.
+
+None of the host codebases is required.
+"""
+from . import compat
+from .version import __version__, version_info
+
+compat.apply()
+
+from . import engine, models  # noqa: E402,F401
+from .hosts import register_in_hosts  # noqa: E402
+
+HOST_REGISTRATION = register_in_hosts()
+
+__all__ = ['__version__', 'version_info', 'HOST_REGISTRATION']
