@@ -20,6 +20,7 @@ from fcaformer_mm.engine.optimizers import (
     layer_decay_optim_wrapper_constructor as ld_module,
 )
 
+DECAY_TYPES = ld_module.DECAY_TYPES
 CONSTRUCTOR = 'FcaFormerLayerDecayOptimWrapperConstructor'
 BASE_LR = 1e-4
 BASE_WD = 0.05
@@ -491,3 +492,103 @@ def test_registered_in_fcaformer_scope() -> None:
     cfg['constructor'] = CONSTRUCTOR
     optim_wrapper = build(fake_segmentor(), cfg, scope='fcaformer_mm')
     assert len(optim_wrapper.optimizer.param_groups) == 12
+
+
+@pytest.fixture(scope='module')
+def real_segmentor() -> nn.Module:
+    """The real dense FcaFormer-L2 under ``backbone``, with a head."""
+    from fcaformer_mm.models.backbones import FcaFormer
+    model = nn.Module()
+    model.backbone = FcaFormer(arch='l2')
+    model.decode_head = nn.Module()
+    model.decode_head.conv_seg = nn.Conv2d(96, 150, 1)
+    return model
+
+
+@pytest.mark.parametrize('decay_type', DECAY_TYPES)
+def test_real_fcaformer_l2(real_segmentor: nn.Module, decay_type: str,
+                           log_records: list) -> None:
+    model = real_segmentor
+    optim_wrapper = build(model, make_cfg(decay_type))
+    groups = optim_wrapper.optimizer.param_groups
+    params = dict(model.named_parameters())
+    # every parameter in exactly one group, and the counts add up
+    assert sorted(groups_by_name(optim_wrapper)) == sorted(params)
+    assert sum(len(g['params']) for g in groups) == len(params)
+    n_elements = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in groups
+               for p in g['params']) == n_elements
+    backbone = model.backbone
+    assert sum(p.numel() for p in backbone.parameters()) == 16_334_390
+    ids = {g['layer_id'] for g in groups}
+    if decay_type == 'stage_wise':
+        assert ids == {0, 1, 2, 3, 4, 7}
+    else:
+        # the 7 blocks of stage 2 take ids 3, 4 and 5
+        assert ids == set(range(8))
+        # the backbone's own layer_wise_cab ids (for mmpretrain's
+        # constructor) agree with the constructor's for L2
+        assert backbone.num_decay_layers == NUM_LAYERS
+        for name in params:
+            assert groups_by_name(optim_wrapper)[name]['layer_id'] == \
+                backbone.get_layer_depth(name, 'backbone.')[0], name
+    found = groups_by_name(optim_wrapper)
+    cross = [n for n in params if 's_scale_factors' in n
+             or 's_token_bias' in n]
+    assert len(cross) == 2 * (6 + 1)
+    assert all(found[n]['layer_id'] == 0 for n in cross)
+    table = [r.getMessage() for r in log_records
+             if 'layer-wise lr decay' in r.getMessage()]
+    assert len(table) == 1
+    assert re.search(rf'^total\s+{len(params)}\s+{n_elements}$', table[0],
+                     re.MULTILINE)
+
+
+def test_real_fcaformer_frozen_stages() -> None:
+    from fcaformer_mm.models.backbones import FcaFormer
+    model = nn.Module()
+    model.backbone = FcaFormer(arch='l1', frozen_stages=1)
+    found = groups_by_name(build(model, make_cfg('layer_wise_cab')))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(found) == trainable
+    assert not any(n.startswith(('backbone.patch_embed',
+                                 'backbone.layer_0.', 'backbone.layer_1.b'))
+                   for n in found)
+    assert found['backbone.layer_1.downsample.conv1.c.weight'][
+        'layer_id'] == 2
+
+
+def _import_host(host: str):
+    """Import a host codebase's registry, or skip with the reason."""
+    try:
+        return importlib.import_module(f'{host}.registry')
+    except Exception as err:  # noqa: BLE001 (any failure means unusable)
+        pytest.skip(f'host codebase {host} is not importable here '
+                    f'({type(err).__name__}: {err}); its default-scope '
+                    'test needs the full stack')
+
+
+@pytest.mark.parametrize('host', ['mmseg', 'mmdet', 'mmpretrain'])
+@pytest.mark.parametrize('wrapper', ['OptimWrapper', 'AmpOptimWrapper'])
+def test_host_default_scope(host: str, wrapper: str, monkeypatch) -> None:
+    """Optimizer and wrapper resolve in the host's default scope."""
+    _import_host(host)
+    if wrapper == 'AmpOptimWrapper' and not torch.cuda.is_available():
+        cfg = make_cfg(wrapper=wrapper)
+        with pytest.raises(AssertionError, match='AmpOptimizerWrapper'):
+            build(fake_segmentor(), cfg, scope=host)
+        amp_module = importlib.import_module(AmpOptimWrapper.__module__)
+        monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+    for constructor in (f'fcaformer_mm.{CONSTRUCTOR}', CONSTRUCTOR):
+        # the bare name needs the registration in the host's registries
+        cfg = make_cfg(wrapper=wrapper)
+        cfg['constructor'] = constructor
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            optim_wrapper = build(fake_segmentor(), cfg, scope=host)
+        assert type(optim_wrapper).__name__ == wrapper
+        assert isinstance(optim_wrapper.optimizer, torch.optim.AdamW)
+        group = groups_by_name(optim_wrapper)[
+            'backbone.layer_2.blocks.3.qkv.weight']
+        assert group['lr'] == pytest.approx(BASE_LR * RATE**4)
+        assert group['weight_decay'] == BASE_WD
