@@ -232,6 +232,11 @@ class FcaFormerLayerDecayOptimWrapperConstructor(
         ...         decay_rate=0.9, decay_type='stage_wise', num_layers=6))
         >>> # Mask R-CNN 3x COCO: decay_rate=0.95, 'layer_wise_cab',
         >>> # num_layers=6, with AdamW lr 1e-4 and weight decay 0.05.
+
+    The bare name resolves in the scopes the package registers it in (the
+    installed hosts, see :mod:`fcaformer_mm.hosts`);
+    ``'fcaformer_mm.FcaFormerLayerDecayOptimWrapperConstructor'`` resolves
+    from any default scope.
     """
 
     def __init__(self,
@@ -250,8 +255,8 @@ class FcaFormerLayerDecayOptimWrapperConstructor(
         self.decay_type = cfg.get('decay_type')
         if self.decay_type not in DECAY_TYPES:
             raise ValueError(
-                f'paramwise_cfg["decay_type"] must be one of {DECAY_TYPES}, '
-                f'but got {self.decay_type!r}.')
+                'paramwise_cfg["decay_type"] is required and must be one of '
+                f'{DECAY_TYPES}, but got {self.decay_type!r}.')
         self.no_decay_rule = cfg.get('no_decay_rule',
                                      DEFAULT_NO_DECAY_RULES[self.decay_type])
         if self.no_decay_rule not in NO_DECAY_RULES:
