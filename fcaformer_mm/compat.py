@@ -32,6 +32,7 @@ import torch
 __all__ = ['apply', 'safe_global_names', 'is_applied']
 
 _APPLIED = False
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
 
 
 def _numpy_safe_globals() -> list[Callable | tuple[Callable, str]]:
@@ -47,7 +48,7 @@ def _numpy_safe_globals() -> list[Callable | tuple[Callable, str]]:
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
         entries.append((multiarray.scalar, f'{module}.scalar'))
-    # Concrete dtype classes (numpy >= 1.25), e.g. ``numpy.dtypes.Float64DType``.
+    # Concrete dtype classes (numpy >= 1.25), e.g. numpy.dtypes.Float64DType
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         for name in dir(dtypes):
@@ -69,8 +70,12 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     """
     from mmengine.logging.history_buffer import HistoryBuffer
     method = inspect.getattr_static(HistoryBuffer, name, None)
-    if (obj is not HistoryBuffer or name.startswith('_')
-            or not inspect.isfunction(method)):
+    # The four built-in statistics, plus any a user registered with
+    # ``HistoryBuffer.register_statistics`` before loading.
+    registered = (name in _HISTORY_BUFFER_STATISTICS or
+                  HistoryBuffer._statistics_methods.get(name) is method)
+    if (obj is not HistoryBuffer or not inspect.isfunction(method)
+            or not registered):
         raise pickle.UnpicklingError(
             f'fcaformer_mm refuses getattr({obj!r}, {name!r}) in a '
             'checkpoint: only the statistics methods of mmengine\'s '

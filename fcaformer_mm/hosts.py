@@ -28,6 +28,14 @@ HOSTS: dict[str, str] = {
 MIRRORED_REGISTRIES: tuple[str, ...] = ('MODELS', 'OPTIM_WRAPPER_CONSTRUCTORS')
 
 
+def is_installed(package: str) -> bool:
+    """Whether ``package`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # hidden or half-imported package
+        return False
+
+
 def _mirror(host_scope: str, host_module: object) -> list[str]:
     """Register each of our modules into the host's registry of that kind.
 
@@ -63,7 +71,7 @@ def register_in_hosts() -> dict[str, str]:
     """
     status = {}
     for scope, module_name in HOSTS.items():
-        if importlib.util.find_spec(scope) is None:
+        if not is_installed(scope):
             status[scope] = 'not installed'
             continue
         try:
@@ -108,7 +116,7 @@ def scopes_holding(name: str, registry_attr: str = 'MODELS') -> list[str]:
     if name in getattr(own_registry, registry_attr).module_dict:
         found.append('fcaformer_mm')
     for scope, module_name in HOSTS.items():
-        if importlib.util.find_spec(scope) is None:
+        if not is_installed(scope):
             continue
         try:
             host_module = importlib.import_module(module_name)

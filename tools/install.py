@@ -222,17 +222,20 @@ class Installer:
         else:
             reason = 'mmcv is not installed'
             extra = []
-        cuda = state.get('cuda_available')
+        if state.get('cuda_available'):
+            duration = 'CPU and CUDA ops: this can take 30 minutes or more'
+        else:
+            duration = 'CPU ops: about 10 minutes on 2 cores'
         self.record(
             f'{reason}: building mmcv {MMCV_VERSION} with ops from source '
-            f'({"CPU and CUDA ops: this can take 30 minutes or more" if cuda else "CPU ops: about 10 minutes on 2 cores"}; '
-            'pip caches the built wheel for later runs)')
+            f'({duration}; pip caches the built wheel for later runs)')
         self.pip(['install', '-c', str(REQ / 'constraints.txt'),
                   '-r', str(REQ / 'build.txt')], 'build_tools',
                  why='installing the tools that build mmcv')
         self.pip(['install', '-v', '--no-build-isolation', *extra,
-                  '-c', str(REQ / 'constraints.txt'), f'mmcv=={MMCV_VERSION}'],
-                 'mmcv', env={'MMCV_WITH_OPS': '1', 'MAX_JOBS': str(self.jobs)},
+                  '-c', str(REQ / 'constraints.txt'),
+                  f'mmcv=={MMCV_VERSION}'], 'mmcv',
+                 env={'MMCV_WITH_OPS': '1', 'MAX_JOBS': str(self.jobs)},
                  progress=True, why='building mmcv with ops')
         if not self.dry_run and not probe().get('mmcv_ops'):
             raise StepFailed('mmcv was built, but `mmcv.ops` still does not '
@@ -287,8 +290,9 @@ def main() -> int:
     installer = Installer(args.dry_run, args.jobs)
     try:
         state = probe()
-        say(f'python {state["python"]} at {sys.executable} '
-            f'({"virtual environment" if state["venv"] else "NOT a virtual environment: installing into this interpreter"})')
+        where = ('a virtual environment' if state['venv'] else
+                 'NOT a virtual environment: installing into it anyway')
+        say(f'python {state["python"]} at {sys.executable} ({where})')
         if sys.version_info < (3, 9):
             raise StepFailed('Python >= 3.9 is needed.')
         installer.torch_step(state)
