@@ -1,0 +1,33 @@
+"""The installer keeps a working stack; the demo reports on it."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_installer_dry_run_keeps_working_stack():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'install.py'), '--dry-run'],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert 'torchvision' in text and ': kept' in text
+    assert 'with ops loads: kept' in text
+    assert 'building mmcv' not in text
+    assert 'installing torch' not in text
+    assert '-e ' in text and '[all]' in text
+
+
+def test_demo_reports_environment():
+    out = subprocess.run([sys.executable, str(ROOT / 'tools' / 'demo.py')],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 'mmcv ops load: yes' in out.stdout
+    assert 'FcaFormer: fcaformer_mm, mmpretrain, mmseg, mmdet' in out.stdout
+
+
+def test_ruff_clean():
+    out = subprocess.run([sys.executable, '-m', 'ruff', 'check', str(ROOT)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
