@@ -8,8 +8,9 @@ registers its modules into the hosts that are installed; see
 :mod:`fcaformer_mm.hosts`.
 """
 from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import \
-    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import (
+    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+)
 from mmengine.registry import Registry
 
 #: Backbones and other ``nn.Module`` parts.

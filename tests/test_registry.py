@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope
 
 import fcaformer_mm
 from fcaformer_mm import hosts

@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import ClassVar
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
 
 from fcaformer_mm.registry import MODELS
 
@@ -309,7 +311,7 @@ class FcaBlock(BaseModule):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def _attention(self, x: torch.Tensor,
-                   cross: Optional[torch.Tensor]) -> torch.Tensor:
+                   cross: torch.Tensor | None) -> torch.Tensor:
         num_windows, num_tokens, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         qkv = self.qkv(self.norm1(x)).reshape(num_windows, num_tokens, 3,
@@ -340,8 +342,8 @@ class FcaBlock(BaseModule):
     def forward(
         self,
         x: torch.Tensor,
-        cross: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        cross: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the block on window tokens.
 
         Args:
@@ -353,7 +355,7 @@ class FcaBlock(BaseModule):
             tuple: The new tokens, and this block's cross tokens
             ``(num_windows, ceil(window_size / 4)**2, C)`` or None.
         """
-        num_windows, num_tokens, dim = x.shape
+        num_windows, _, dim = x.shape
         x = x + self.drop_path(self.gamma_1 * self._attention(x, cross))
 
         ws = self.window_size
@@ -460,7 +462,7 @@ class FcaStage(BaseModule):
         ws = self.window_size
         pad_h, pad_w = (-height) % ws, (-width) % ws
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
-        cross_tokens: List[torch.Tensor] = []
+        cross_tokens: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             top, left = (pad_h, pad_w) if i % 2 == 0 else (0, 0)
             if pad_h or pad_w:
@@ -591,54 +593,58 @@ class FcaFormer(BaseModule):
         (2, 320)
     """
 
-    arch_zoo: Dict[str, dict] = {
+    arch_zoo: ClassVar[dict[str, Mapping]] = {
         **dict.fromkeys(
-            ['l1', 'fcaformer-l1'], {
-                'embed_dims': [64, 128, 192, 320],
-                'depths': [2, 2, 6, 2],
-                'num_heads': [6, 10],
-            }),
+            ['l1', 'fcaformer-l1'],
+            MappingProxyType({
+                'embed_dims': (64, 128, 192, 320),
+                'depths': (2, 2, 6, 2),
+                'num_heads': (6, 10),
+            })),
         **dict.fromkeys(
-            ['l2', 'fcaformer-l2'], {
-                'embed_dims': [96, 192, 320, 480],
-                'depths': [2, 2, 7, 2],
-                'num_heads': [10, 15],
-            }),
+            ['l2', 'fcaformer-l2'],
+            MappingProxyType({
+                'embed_dims': (96, 192, 320, 480),
+                'depths': (2, 2, 7, 2),
+                'num_heads': (10, 15),
+            })),
         **dict.fromkeys(
-            ['l3', 'fcaformer-l3'], {
-                'embed_dims': [96, 192, 320, 512],
-                'depths': [3, 6, 12, 3],
-                'num_heads': [10, 16],
-            }),
+            ['l3', 'fcaformer-l3'],
+            MappingProxyType({
+                'embed_dims': (96, 192, 320, 512),
+                'depths': (3, 6, 12, 3),
+                'num_heads': (10, 16),
+            })),
         **dict.fromkeys(
-            ['l4', 'fcaformer-l4'], {
-                'embed_dims': [128, 256, 512, 768],
-                'depths': [3, 6, 12, 3],
-                'num_heads': [16, 24],
-            }),
+            ['l4', 'fcaformer-l4'],
+            MappingProxyType({
+                'embed_dims': (128, 256, 512, 768),
+                'depths': (3, 6, 12, 3),
+                'num_heads': (16, 24),
+            })),
     }
     out_types = ('featmap', 'avg_featmap')
     num_stages = 4
 
     def __init__(self,
-                 arch: Union[str, dict] = 'l2',
+                 arch: str | dict = 'l2',
                  in_channels: int = 3,
                  out_type: str = 'featmap',
-                 out_indices: Optional[Union[int, Sequence[int]]] = None,
-                 out_channels: Optional[Sequence[int]] = None,
+                 out_indices: int | Sequence[int] | None = None,
+                 out_channels: Sequence[int] | None = None,
                  window_sizes: Sequence[int] = (14, 7),
                  drop_path_rate: float = 0.,
                  layer_scale_init_value: float = 1e-6,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+                 init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch_name = arch.lower() if isinstance(arch, str) else None
         arch = self._parse_arch(arch)
-        self.embed_dims: List[int] = list(arch['embed_dims'])
-        self.depths: List[int] = list(arch['depths'])
-        self.num_heads: List[int] = list(arch['num_heads'])[-2:]
+        self.embed_dims: list[int] = list(arch['embed_dims'])
+        self.depths: list[int] = list(arch['depths'])
+        self.num_heads: list[int] = list(arch['num_heads'])[-2:]
         self.in_channels = in_channels
 
         if out_type not in self.out_types:
@@ -653,12 +659,12 @@ class FcaFormer(BaseModule):
         if len(out_channels) != self.num_stages:
             raise ValueError('out_channels must give one width per stage '
                              f'(4), got {list(out_channels)}.')
-        self.out_channels: List[int] = list(out_channels)
+        self.out_channels: list[int] = list(out_channels)
 
         if len(window_sizes) != 2 or min(window_sizes) < 1:
             raise ValueError('window_sizes must be two positive ints (stages '
                              f'2 and 3), got {window_sizes}.')
-        self.window_sizes: List[int] = list(window_sizes)
+        self.window_sizes: list[int] = list(window_sizes)
 
         if not -1 <= frozen_stages < self.num_stages:
             raise ValueError('frozen_stages must be in [-1, 3], got '
@@ -667,7 +673,8 @@ class FcaFormer(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        rates = torch.linspace(
+            0, drop_path_rate, sum(self.depths), device='cpu').tolist()
         stage_rates, start = [], 0
         for depth in self.depths:
             stage_rates.append(rates[start:start + depth])
@@ -706,7 +713,7 @@ class FcaFormer(BaseModule):
         self._freeze_stages()
 
     # ------------------------------------------------------------ arguments
-    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+    def _parse_arch(self, arch: str | dict) -> dict:
         if isinstance(arch, str):
             key = arch.lower()
             if key not in self.arch_zoo:
@@ -715,7 +722,9 @@ class FcaFormer(BaseModule):
                     f'({", ".join(sorted(self.arch_zoo))}) or pass a dict.')
             return self.arch_zoo[key]
         if not isinstance(arch, Mapping):
-            raise ValueError(
+            # ValueError, not TypeError: callers catch one error for any
+            # unusable arch, as with mmpretrain's backbones.
+            raise ValueError(  # noqa: TRY004
                 f'Unavailable arch {arch!r}, please choose from '
                 f'({", ".join(sorted(self.arch_zoo))}) or pass a dict.')
         missing = [key for key in _ARCH_KEYS if key not in arch]
@@ -735,8 +744,8 @@ class FcaFormer(BaseModule):
         return dict(arch)
 
     def _parse_out_indices(
-            self, out_indices: Optional[Union[int, Sequence[int]]]
-    ) -> Tuple[int, ...]:
+            self, out_indices: int | Sequence[int] | None
+    ) -> tuple[int, ...]:
         last = self.num_stages - 1
         if out_indices is None:
             return (last, ) if self.out_type == 'avg_featmap' else tuple(
@@ -760,7 +769,7 @@ class FcaFormer(BaseModule):
         return normalised
 
     # -------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Forward an image batch.
 
         Args:
@@ -797,7 +806,7 @@ class FcaFormer(BaseModule):
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
-        frozen: List[nn.Module] = [self.patch_embed]
+        frozen: list[nn.Module] = [self.patch_embed]
         for i in range(self.frozen_stages + 1):
             frozen.append(getattr(self, f'layer_{i}').blocks)
             if i > 0:
@@ -807,7 +816,7 @@ class FcaFormer(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
-    def train(self, mode: bool = True) -> 'FcaFormer':
+    def train(self, mode: bool = True) -> FcaFormer:
         """Set the mode, keeping frozen stages (and BN if asked) in eval."""
         super().train(mode)
         self._freeze_stages()
@@ -829,7 +838,7 @@ class FcaFormer(BaseModule):
         return 4 + (self.depths[2] - 1) // 3
 
     def get_layer_depth(self, param_name: str,
-                        prefix: str = '') -> Tuple[int, int]:
+                        prefix: str = '') -> tuple[int, int]:
         """Layer id of a parameter for layer-wise learning-rate decay.
 
         Follows the official ``layer_wise_cab`` grouping, with ``n`` =
@@ -861,9 +870,7 @@ class FcaFormer(BaseModule):
             return n + 1, n + 2
         name = param_name[len(prefix):]
         parts = name.split('.')
-        if name.startswith('patch_embed'):
-            layer_id = 0
-        elif 's_scale_factors' in name or 's_token_bias' in name:
+        if name.startswith('patch_embed') or 's_scale_factors' in name or 's_token_bias' in name:
             layer_id = 0
         elif parts[0] in ('layer_0', 'layer_1', 'layer_2', 'layer_3') \
                 and len(parts) > 1:
@@ -884,7 +891,7 @@ class FcaFormer(BaseModule):
         return layer_id, n + 2
 
     # -------------------------------------------------------- initialisation
-    def _pretrained_cfg(self) -> Tuple[Optional[dict], List[dict]]:
+    def _pretrained_cfg(self) -> tuple[dict | None, list[dict]]:
         cfgs = self.init_cfg
         if cfgs is None:
             return None, []
@@ -933,9 +940,9 @@ class FcaFormer(BaseModule):
 
     def load_pretrained(self,
                         checkpoint: str,
-                        prefix: Optional[str] = None,
+                        prefix: str | None = None,
                         map_location: str = 'cpu',
-                        state_dict_key: Optional[str] = None) -> None:
+                        state_dict_key: str | None = None) -> None:
         """Load weights from an official or OpenMMLab checkpoint.
 
         Args:
@@ -993,9 +1000,9 @@ class FcaFormer(BaseModule):
                 logger='current',
                 level=logging.WARNING)
 
-    def _match_prefix(self, state_dict: Dict[str, torch.Tensor],
-                      prefix: Optional[str],
-                      checkpoint: str) -> Dict[str, torch.Tensor]:
+    def _match_prefix(self, state_dict: dict[str, torch.Tensor],
+                      prefix: str | None,
+                      checkpoint: str) -> dict[str, torch.Tensor]:
         own = self.state_dict()
         if prefix:
             if any(key.startswith(prefix) for key in state_dict):
@@ -1025,11 +1032,11 @@ class FcaFormer(BaseModule):
         return state_dict
 
 
-def _select_state_dict(ckpt: Mapping, state_dict_key: Optional[str],
-                       checkpoint: str) -> Dict[str, torch.Tensor]:
+def _select_state_dict(ckpt: Mapping, state_dict_key: str | None,
+                       checkpoint: str) -> dict[str, torch.Tensor]:
     """Pick the state dict out of a loaded checkpoint."""
     if not isinstance(ckpt, Mapping):
-        raise RuntimeError(f'{checkpoint} does not hold a dict but a '
+        raise TypeError(f'{checkpoint} does not hold a dict but a '
                            f'{type(ckpt).__name__}.')
     if state_dict_key is not None:
         if state_dict_key not in ckpt:
@@ -1043,7 +1050,7 @@ def _select_state_dict(ckpt: Mapping, state_dict_key: Optional[str],
     else:
         state_dict = ckpt
     if not isinstance(state_dict, Mapping):
-        raise RuntimeError(f'The state dict taken from {checkpoint} is a '
+        raise TypeError(f'The state dict taken from {checkpoint} is a '
                            f'{type(state_dict).__name__}, not a dict.')
     state_dict = {
         key: value
