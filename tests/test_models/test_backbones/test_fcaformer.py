@@ -15,11 +15,24 @@ from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.registry import MODELS
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'fcaformer_golden.pth'
+# A small custom arch keeps the tests fast; stage 2 has three blocks so that
+# cross tokens of several blocks and both padding sides are exercised.
+TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
 
 
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    # The models here are tiny; with several intra-op threads on a busy
+    # 2-core machine, thread hand-offs cost ten times the compute.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def seeded_state_dict(shapes: dict[str, torch.Size],
                       seed: int) -> dict[str, torch.Tensor]:
     """Deterministic weights for the given state-dict names and shapes.
@@ -72,7 +85,7 @@ def shapes_of(module: nn.Module) -> dict[str, torch.Size]:
     return {key: value.shape for key, value in module.state_dict().items()}
 
 
-def official_classifier_state(arch: str, seed: int,
+def official_classifier_state(arch: str | dict, seed: int,
                               num_classes: int = 10) -> dict:
     """A state dict in the layout of the official classifier."""
     model = FcaFormer(arch, out_type='avg_featmap')
@@ -83,7 +96,7 @@ def official_classifier_state(arch: str, seed: int,
     return seeded_state_dict(shapes, seed)
 
 
-def write_official_checkpoint(path: Path, arch: str = 'l1') -> dict:
+def write_official_checkpoint(path: Path, arch: str | dict = TINY) -> dict:
     """Write a checkpoint in the layout of the official training script."""
     model_state = official_classifier_state(arch, seed=1)
     ema_state = official_classifier_state(arch, seed=2)
@@ -100,7 +113,7 @@ def write_official_checkpoint(path: Path, arch: str = 'l1') -> dict:
         'scaler': {
             'scale': 65536.0
         },
-        'args': argparse.Namespace(model=f'fcaformer_{arch}'),
+        'args': argparse.Namespace(model='fcaformer_l1', epochs=300),
     }
     torch.save(ckpt, path)
     return ckpt
@@ -177,19 +190,19 @@ def test_arch_errors():
 
 def test_other_argument_errors():
     with pytest.raises(ValueError, match='out_type'):
-        FcaFormer('l1', out_type='cls_token')
+        FcaFormer(TINY, out_type='cls_token')
     with pytest.raises(ValueError, match='Invalid out_indices 4'):
-        FcaFormer('l1', out_indices=(1, 4))
+        FcaFormer(TINY, out_indices=(1, 4))
     with pytest.raises(ValueError, match='Invalid out_indices -5'):
-        FcaFormer('l1', out_indices=-5)
+        FcaFormer(TINY, out_indices=-5)
     with pytest.raises(ValueError, match='last stage only'):
-        FcaFormer('l1', out_type='avg_featmap', out_indices=(0, 3))
+        FcaFormer(TINY, out_type='avg_featmap', out_indices=(0, 3))
     with pytest.raises(ValueError, match='out_channels'):
-        FcaFormer('l1', out_channels=[16, 16])
+        FcaFormer(TINY, out_channels=[16, 16])
     with pytest.raises(ValueError, match='frozen_stages'):
-        FcaFormer('l1', frozen_stages=4)
+        FcaFormer(TINY, frozen_stages=4)
     with pytest.raises(ValueError, match='window_sizes'):
-        FcaFormer('l1', window_sizes=(14, ))
+        FcaFormer(TINY, window_sizes=(14, ))
 
 
 def test_build_from_registry():
@@ -215,7 +228,7 @@ def l1_input() -> torch.Tensor:
 ])
 def test_out_indices(out_indices, expected, l1_input):
     given = list(out_indices) if isinstance(out_indices, list) else None
-    model = FcaFormer('l1', out_indices=out_indices).eval()
+    model = FcaFormer(TINY, out_indices=out_indices).eval()
     if given is not None:
         assert out_indices == given, "the caller's list must not change"
     assert model.out_indices == expected
@@ -226,21 +239,21 @@ def test_out_indices(out_indices, expected, l1_input):
     with torch.no_grad():
         outs = model(l1_input)
     assert isinstance(outs, tuple)
-    widths = (64, 128, 192, 320)
+    widths = TINY['embed_dims']
     assert [tuple(o.shape) for o in outs] == [
         (2, widths[i], 16 // 2**i, 16 // 2**i) for i in expected
     ]
 
 
 def test_avg_featmap(l1_input):
-    model = FcaFormer('l1', out_type='avg_featmap').eval()
+    model = FcaFormer(TINY, out_type='avg_featmap').eval()
     assert model.out_indices == (3, )
     assert not any(hasattr(model, f'head{i}') for i in range(4))
     assert not any(hasattr(model, f'norm{i}') for i in range(4))
     with torch.no_grad():
         outs = model(l1_input)
-    assert len(outs) == 1 and outs[0].shape == (2, 320)
-    assert FcaFormer('l1', out_type='avg_featmap',
+    assert len(outs) == 1 and outs[0].shape == (2, 48)
+    assert FcaFormer(TINY, out_type='avg_featmap',
                      out_indices=-1).out_indices == (3, )
 
 
@@ -248,8 +261,8 @@ def test_out_channels(l1_input):
     assert FcaFormer('l2').out_channels == [96, 192, 384, 768]
     assert FcaFormer('fcaformer-l2').out_channels == [96, 192, 384, 768]
     assert FcaFormer('l1').out_channels == [64, 128, 192, 320]
-    model = FcaFormer('l1', out_channels=[8, 16, 24, 32]).eval()
-    assert model.head2.weight.shape == (24, 192, 1, 1)
+    model = FcaFormer(TINY, out_channels=[8, 16, 24, 32]).eval()
+    assert model.head2.weight.shape == (24, 32, 1, 1)
     assert model.norm2.weight.shape == (24, )
     with torch.no_grad():
         outs = model(l1_input)
@@ -258,7 +271,7 @@ def test_out_channels(l1_input):
 
 @pytest.mark.parametrize('size', [(33, 33), (65, 97), (32, 45)])
 def test_odd_input_sizes(size):
-    model = FcaFormer('l1', out_channels=[8, 8, 8, 8]).eval()
+    model = FcaFormer(TINY, out_channels=[8, 8, 8, 8]).eval()
     with torch.no_grad():
         outs = model(seeded_input((1, 3, *size), seed=4))
     h, w = size
@@ -271,30 +284,30 @@ def test_odd_input_sizes(size):
 
 
 def test_large_odd_input():
-    model = FcaFormer('l1', out_indices=(0, 3)).eval()
+    model = FcaFormer(TINY, out_indices=(0, 3)).eval()
     with torch.no_grad():
         outs = model(seeded_input((1, 3, 513, 701), seed=5))
-    assert [tuple(o.shape) for o in outs] == [(1, 64, 129, 176),
-                                             (1, 320, 17, 22)]
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 129, 176),
+                                             (1, 48, 17, 22)]
 
 
 def test_wrong_input_errors():
-    model = FcaFormer('l1').eval()
+    model = FcaFormer(TINY).eval()
     with pytest.raises(ValueError, match=r'expects \(B, 3, H, W\).*'
                        r'\(1, 1, 64, 64\)'):
         model(torch.rand(1, 1, 64, 64))
     with pytest.raises(ValueError, match='expects'):
         model(torch.rand(3, 64, 64))
-    gray = FcaFormer('l1', in_channels=1).eval()
+    gray = FcaFormer(TINY, in_channels=1).eval()
     with torch.no_grad():
-        assert gray(torch.rand(1, 1, 32, 32))[0].shape == (1, 64, 8, 8)
+        assert gray(torch.rand(1, 1, 32, 32))[0].shape == (1, 16, 8, 8)
 
 
 def test_windowed_stage_matches_whole_map_attention():
     # A map of exactly one window: the padding branch must be a no-op, and
     # a batch of images must give the same result as each image alone.
-    model = FcaFormer('l1', out_indices=(2, 3)).eval()
-    x = seeded_input((2, 3, 224, 224), seed=6)
+    model = FcaFormer(TINY, out_indices=(2, 3), window_sizes=(4, 2)).eval()
+    x = seeded_input((2, 3, 64, 64), seed=6)
     with torch.no_grad():
         both = model(x)
         first = model(x[:1])
@@ -316,7 +329,7 @@ def _frozen_parts(model: FcaFormer, frozen_stages: int) -> list[nn.Module]:
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 3])
 def test_frozen_stages(frozen_stages):
-    model = FcaFormer('l1', frozen_stages=frozen_stages)
+    model = FcaFormer(TINY, frozen_stages=frozen_stages)
     assert model.train() is model
     assert model.eval() is model
     assert model.train() is model
@@ -340,14 +353,14 @@ def test_frozen_stages(frozen_stages):
 
 
 def test_norm_eval():
-    model = FcaFormer('l1', norm_eval=True)
+    model = FcaFormer(TINY, norm_eval=True)
     model.train()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert model.layer_2.blocks[0].norm1.training
     assert all(m.training for m in model.modules()
                if isinstance(m, nn.LayerNorm))
-    model = FcaFormer('l1', norm_eval=False).train()
+    model = FcaFormer(TINY, norm_eval=False).train()
     assert all(m.training for m in model.modules())
 
 
@@ -356,7 +369,7 @@ def test_with_cp_same_outputs_and_gradients():
     x = seeded_input((2, 3, 64, 97), seed=7)
     results = []
     for with_cp in (False, True):
-        model = FcaFormer('l1', with_cp=with_cp)
+        model = FcaFormer(TINY, with_cp=with_cp)
         model.load_state_dict(seeded_state_dict(shapes_of(model), seed=8))
         model.train()
         inp = x.clone().requires_grad_(True)
@@ -380,7 +393,7 @@ def test_with_cp_same_outputs_and_gradients():
 
 
 def test_drop_path_in_training():
-    model = FcaFormer('l1', drop_path_rate=0.3).train()
+    model = FcaFormer(TINY, drop_path_rate=0.3).train()
     rates = [b.drop_path.drop_prob for b in model.layer_3.blocks]
     assert rates[-1] == pytest.approx(0.3)
     outs = model(seeded_input((2, 3, 32, 32), seed=9))
@@ -446,7 +459,8 @@ def test_dense_parameter_count():
 
 
 def test_state_dict_names():
-    keys = set(FcaFormer('l2').state_dict())
+    with torch.device('meta'):
+        keys = set(FcaFormer('l2').state_dict())
     for key in ('patch_embed.seq.0.c.weight', 'patch_embed.seq.2.bn.bias',
                 'layer_0.blocks.1.gamma', 'layer_1.blocks.0.pwconv2.weight',
                 'layer_2.downsample.conv2.bn.running_var',
@@ -462,7 +476,8 @@ def test_state_dict_names():
     assert 'layer_3.blocks.1.dw_conv.weight' not in keys
     assert 'layer_2.blocks.0.s_token_bias' not in keys
     assert not any('attention_bias_idxs' in key for key in keys)
-    model = FcaFormer('l2')
+    with torch.device('meta'):
+        model = FcaFormer('l2')
     assert model.layer_2.blocks[6].s_token_bias.shape == (1, 10, 1, 96)
     assert model.layer_3.blocks[1].s_scale_factors.shape == (1, 4, 1)
     assert model.layer_2.blocks[0].attention_biases.shape == (10, 196)
@@ -472,7 +487,7 @@ def test_state_dict_names():
 # Initialisation and checkpoints
 # --------------------------------------------------------------------------
 def test_default_init():
-    model = FcaFormer('l1', layer_scale_init_value=0.5)
+    model = FcaFormer(TINY, layer_scale_init_value=0.5)
     model.init_weights()
     assert model.is_init
     weight = model.layer_2.blocks[0].qkv.weight
@@ -488,7 +503,7 @@ def test_default_init():
 def test_load_official_checkpoint_into_dense(tmp_path, log):
     path = tmp_path / 'fcaformer_l1_official.pth'
     ckpt = write_official_checkpoint(path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     model.init_weights()
     assert_state_equal(model, ckpt['model'])
@@ -510,7 +525,7 @@ def test_load_official_checkpoint_ema(tmp_path, log):
     path = tmp_path / 'official.pth'
     ckpt = write_official_checkpoint(path)
     model = FcaFormer(
-        'l1',
+        TINY,
         out_type='avg_featmap',
         init_cfg=dict(
             type='Pretrained',
@@ -526,7 +541,7 @@ def test_load_official_checkpoint_ema(tmp_path, log):
 
 
 def test_load_openmmlab_checkpoint(tmp_path, log):
-    state = official_classifier_state('l1', seed=3)
+    state = official_classifier_state(TINY, seed=3)
     mm_state = {f'backbone.{k}': v for k, v in state.items()
                 if not k.startswith('head.')}
     mm_state['head.fc.weight'] = state['head.weight']
@@ -536,7 +551,7 @@ def test_load_openmmlab_checkpoint(tmp_path, log):
     for prefix in ('backbone.', None):
         log.messages.clear()
         model = FcaFormer(
-            'l1',
+            TINY,
             out_type='avg_featmap',
             init_cfg=dict(
                 type='Pretrained', checkpoint=str(path), prefix=prefix))
@@ -547,18 +562,18 @@ def test_load_openmmlab_checkpoint(tmp_path, log):
 
 
 def test_load_plain_state_dict(tmp_path, log):
-    source = FcaFormer('l1')
+    source = FcaFormer(TINY)
     state = seeded_state_dict(shapes_of(source), seed=4)
     path = tmp_path / 'plain.pth'
     torch.save(state, path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     model.init_weights()
     assert_state_equal(model, state)
     assert 'Missing keys' not in log.text()
     # A DistributedDataParallel ``module.`` prefix is removed.
     torch.save({f'module.{k}': v for k, v in state.items()}, path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     model.init_weights()
     assert_state_equal(model, state)
@@ -569,34 +584,34 @@ def test_pretrained_runs_official_init_first(tmp_path):
     # PyTorch's default one.
     path = tmp_path / 'official.pth'
     write_official_checkpoint(path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     model.init_weights()
     assert model.head0.weight.std().item() == pytest.approx(0.02, rel=0.2)
 
 
 def test_shape_mismatch_is_refused(tmp_path):
-    model = FcaFormer('l1')
+    model = FcaFormer(TINY)
     state = seeded_state_dict(shapes_of(model), seed=5)
-    state['layer_2.blocks.0.attention_biases'] = torch.zeros(6, 49)
-    state['head0.weight'] = torch.zeros(32, 64, 1, 1)
+    state['layer_2.blocks.0.attention_biases'] = torch.zeros(2, 49)
+    state['head0.weight'] = torch.zeros(8, 16, 1, 1)
     path = tmp_path / 'bad.pth'
     torch.save({'state_dict': state}, path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     with pytest.raises(RuntimeError) as info:
         model.init_weights()
     message = str(info.value)
-    assert 'layer_2.blocks.0.attention_biases: checkpoint (6, 49), model ' \
-           '(6, 196)' in message
-    assert 'head0.weight: checkpoint (32, 64, 1, 1), model (64, 64, 1, 1)' \
+    assert 'layer_2.blocks.0.attention_biases: checkpoint (2, 49), model ' \
+           '(2, 196)' in message
+    assert 'head0.weight: checkpoint (8, 16, 1, 1), model (16, 16, 1, 1)' \
         in message
 
 
-def test_l2_checkpoint_into_l1_is_refused(tmp_path):
-    path = tmp_path / 'l2.pth'
-    torch.save({'model': official_classifier_state('l2', seed=0)}, path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+def test_checkpoint_of_another_arch_is_refused(tmp_path):
+    path = tmp_path / 'l1.pth'
+    torch.save({'model': official_classifier_state('l1', seed=0)}, path)
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     with pytest.raises(RuntimeError, match='Shape mismatch'):
         model.init_weights()
@@ -604,26 +619,26 @@ def test_l2_checkpoint_into_l1_is_refused(tmp_path):
 
 def test_missing_checkpoint_file(tmp_path):
     path = tmp_path / 'does_not_exist.pth'
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     with pytest.raises(FileNotFoundError, match='does_not_exist.pth'):
         model.init_weights()
     with pytest.raises(ValueError, match='checkpoint'):
-        FcaFormer('l1', init_cfg=dict(type='Pretrained')).init_weights()
+        FcaFormer(TINY, init_cfg=dict(type='Pretrained')).init_weights()
 
 
 def test_checkpoint_without_model_keys(tmp_path):
     path = tmp_path / 'other.pth'
     torch.save({'state_dict': {'decode_head.conv.weight': torch.zeros(1)}},
                path)
-    model = FcaFormer('l1', init_cfg=dict(type='Pretrained',
+    model = FcaFormer(TINY, init_cfg=dict(type='Pretrained',
                                           checkpoint=str(path)))
     with pytest.raises(RuntimeError, match='No key of .* belongs'):
         model.init_weights()
     path = tmp_path / 'official.pth'
     write_official_checkpoint(path)
     model = FcaFormer(
-        'l1',
+        TINY,
         init_cfg=dict(
             type='Pretrained', checkpoint=str(path), state_dict_key='ema'))
     with pytest.raises(KeyError, match="no entry 'ema'.*model_ema"):
@@ -632,7 +647,7 @@ def test_checkpoint_without_model_keys(tmp_path):
 
 def test_other_init_cfg_goes_through_mmengine():
     model = FcaFormer(
-        'l1',
+        TINY,
         init_cfg=dict(type='Constant', layer='Linear', val=0.25, bias=0.))
     model.init_weights()
     assert (model.layer_2.blocks[0].qkv.weight == 0.25).all()
@@ -641,6 +656,12 @@ def test_other_init_cfg_goes_through_mmengine():
 # --------------------------------------------------------------------------
 # Layer-wise learning-rate decay
 # --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def meta_l2() -> FcaFormer:
+    with torch.device('meta'):
+        return FcaFormer('l2')
+
+
 @pytest.mark.parametrize('name, layer_id', [
     ('patch_embed.seq.0.c.weight', 0),
     ('layer_0.downsample.conv1.c.weight', 0),
@@ -660,8 +681,8 @@ def test_other_init_cfg_goes_through_mmengine():
     ('head0.weight', 7),
     ('norm3.bias', 7),
 ])
-def test_get_layer_depth_l2(name, layer_id):
-    model = FcaFormer('l2')
+def test_get_layer_depth_l2(name, layer_id, meta_l2):
+    model = meta_l2
     assert model.num_decay_layers == 6
     assert model.get_layer_depth(name) == (layer_id, 8)
     assert model.get_layer_depth('backbone.' + name,
@@ -669,7 +690,8 @@ def test_get_layer_depth_l2(name, layer_id):
 
 
 def test_get_layer_depth_other_archs():
-    model = FcaFormer('l3', out_type='avg_featmap')
+    with torch.device('meta'):
+        model = FcaFormer('l3', out_type='avg_featmap')
     assert model.num_decay_layers == 7
     assert model.get_layer_depth('layer_2.blocks.11.qkv.weight') == (6, 9)
     assert model.get_layer_depth('layer_3.blocks.0.qkv.weight') == (7, 9)
