@@ -870,7 +870,10 @@ class FcaFormer(BaseModule):
             return n + 1, n + 2
         name = param_name[len(prefix):]
         parts = name.split('.')
-        if name.startswith('patch_embed') or 's_scale_factors' in name or 's_token_bias' in name:
+        if name.startswith('patch_embed') or any(
+                key in name for key in ('s_scale_factors', 's_token_bias')):
+            # The cross-token scales and biases sit with the stem: the
+            # official rule gives them the smallest learning rate.
             layer_id = 0
         elif parts[0] in ('layer_0', 'layer_1', 'layer_2', 'layer_3') \
                 and len(parts) > 1:
