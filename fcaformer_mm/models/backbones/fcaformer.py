@@ -934,6 +934,14 @@ class FcaFormer(BaseModule):
         if pretrained is not None:
             cfg = dict(pretrained)
             cfg.pop('type')
+            unknown = set(cfg) - {
+                'checkpoint', 'prefix', 'map_location', 'state_dict_key'
+            }
+            if unknown:
+                raise ValueError(
+                    f'Unknown keys {sorted(unknown)} in the Pretrained '
+                    'init_cfg; allowed: checkpoint, prefix, map_location, '
+                    'state_dict_key.')
             checkpoint = cfg.pop('checkpoint', None)
             if checkpoint is None:
                 raise ValueError("init_cfg of type 'Pretrained' needs a "

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from mmengine.model import BaseModule
 from torch import nn
 
 from fcaformer_mm.models.backbones import fcaformer as fcaformer_module
@@ -15,6 +17,8 @@ from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.registry import MODELS
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'fcaformer_golden.pth'
+OFFICIAL_KEYS = (Path(__file__).parents[2] / 'data' /
+                 'fcaformer_l2_official_state_dict.json')
 # A small custom arch keeps the tests fast; stage 2 has three blocks so that
 # cross tokens of several blocks and both padding sides are exercised.
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
@@ -458,6 +462,23 @@ def test_dense_parameter_count():
     assert round(count / 1e6, 2) == 16.33
 
 
+def test_official_state_dict_layout():
+    # Names and shapes of the official models' state dicts, recorded from
+    # the official code: an official dense checkpoint loads with
+    # strict=True, an official classifier one with only its Linear left.
+    official = json.loads(OFFICIAL_KEYS.read_text())
+    with torch.device('meta'):
+        dense = FcaFormer('l2')
+        cls = FcaFormer('l2', out_type='avg_featmap')
+    assert {k: list(v.shape) for k, v in dense.state_dict().items()} == \
+        official['dense_l2']
+    classifier = dict(official['classifier_l2'])
+    assert classifier.pop('head.weight') == [1000, 480]
+    assert classifier.pop('head.bias') == [1000]
+    assert {k: list(v.shape)
+            for k, v in cls.state_dict().items()} == classifier
+
+
 def test_state_dict_names():
     with torch.device('meta'):
         keys = set(FcaFormer('l2').state_dict())
@@ -642,6 +663,38 @@ def test_checkpoint_without_model_keys(tmp_path):
         init_cfg=dict(
             type='Pretrained', checkpoint=str(path), state_dict_key='ema'))
     with pytest.raises(KeyError, match="no entry 'ema'.*model_ema"):
+        model.init_weights()
+
+
+def test_pretrained_inside_a_parent_module(tmp_path):
+    source = FcaFormer(TINY)
+    state = seeded_state_dict(shapes_of(source), seed=6)
+    path = tmp_path / 'mm.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v
+                               for k, v in state.items()}}, path)
+
+    class Parent(BaseModule):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = FcaFormer(
+                TINY,
+                init_cfg=dict(
+                    type='Pretrained',
+                    checkpoint=str(path),
+                    prefix='backbone.'))
+            self.fc = nn.Linear(4, 4)
+
+    parent = Parent()
+    parent.init_weights()
+    assert parent.backbone.is_init
+    assert_state_equal(parent.backbone, state)
+
+
+def test_unknown_pretrained_keys():
+    model = FcaFormer(
+        TINY, init_cfg=dict(type='Pretrained', checkpoint='x', key='model'))
+    with pytest.raises(ValueError, match=r"Unknown keys \['key'\]"):
         model.init_weights()
 
 
