@@ -6,10 +6,11 @@ and its dense-prediction checkpoints load without any key conversion.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -370,10 +371,39 @@ class FcaBlock(BaseModule):
         return x, new_cross
 
 
+@contextlib.contextmanager
+def _keep_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Undo what a forward pass does to BatchNorm running statistics.
+
+    Activation checkpointing runs a block's forward a second time during
+    the backward pass; without this, the BatchNorm layers of the block
+    (``local_conv.bn``) would count every training batch twice. Outputs do
+    not change: in training mode BatchNorm normalises with batch statistics.
+    """
+    buffers = [
+        buf for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
+    saved = [buf.clone() for buf in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in zip(buffers, saved):
+                buf.copy_(value)
+
+
 def _run(module: nn.Module, with_cp: bool, *args):
     """Call ``module``, through activation checkpointing if asked."""
     if with_cp and torch.is_grad_enabled():
-        return cp.checkpoint(module, *args, use_reentrant=False)
+        return cp.checkpoint(
+            module,
+            *args,
+            use_reentrant=False,
+            context_fn=lambda:
+            (contextlib.nullcontext(), _keep_bn_statistics(module)))
     return module(*args)
 
 
@@ -560,7 +590,9 @@ class FcaFormer(BaseModule):
         norm_eval (bool): Keep the BatchNorm layers in eval mode while
             training (frozen statistics). Defaults to False.
         with_cp (bool): Checkpoint the activations of every block to save
-            memory at the cost of speed. Defaults to False.
+            memory at the cost of speed (needs torch >= 2.1). BatchNorm
+            statistics are updated once per batch, as without it.
+            Defaults to False.
         init_cfg (dict | list[dict], optional): Initialisation config. None
             gives the official initialisation (trunc-normal std 0.02 for
             Conv and Linear weights, zero biases, norms 1/0). A

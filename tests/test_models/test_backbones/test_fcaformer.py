@@ -384,8 +384,20 @@ def test_with_cp_same_outputs_and_gradients():
             name: p.grad.clone()
             for name, p in model.named_parameters() if p.grad is not None
         }
-        results.append(([o.detach() for o in outs], inp.grad.clone(), grads))
-    (outs_a, gin_a, grads_a), (outs_b, gin_b, grads_b) = results
+        stats = {
+            key: value.clone()
+            for key, value in model.state_dict().items()
+            if 'running' in key or 'num_batches' in key
+        }
+        results.append(
+            ([o.detach() for o in outs], inp.grad.clone(), grads, stats))
+    (outs_a, gin_a, grads_a, stats_a), (outs_b, gin_b, grads_b,
+                                        stats_b) = results
+    # The recomputation in backward must not update BatchNorm twice.
+    assert stats_a.keys() == stats_b.keys()
+    for key in stats_a:
+        torch.testing.assert_close(
+            stats_a[key], stats_b[key], rtol=0, atol=1e-6, msg=key)
     for a, b in zip(outs_a, outs_b):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     torch.testing.assert_close(gin_a, gin_b, rtol=1e-4, atol=1e-6)
