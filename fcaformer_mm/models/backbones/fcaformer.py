@@ -548,6 +548,11 @@ class FcaFormer(BaseModule):
     cropped after it, as in the official dense model ``FcaFormer_SH_512``.
     For 224x224 inputs this is exactly the official classifier.
 
+    Block ``i`` of a stage attends to the cross tokens of all blocks before
+    it, as in the official dense model; the official classifier would keep
+    only those of the last 12 blocks, which no preset reaches (at most 12
+    blocks per stage), so both agree on every preset.
+
     Args:
         arch (str | dict): ``'l1'``, ``'l2'``, ``'l3'`` or ``'l4'`` (also
             ``'fcaformer-l2'`` etc.), or a dict with the keys:
@@ -580,8 +585,9 @@ class FcaFormer(BaseModule):
             3. Defaults to ``(14, 7)``.
         drop_path_rate (float): Stochastic depth rate, linear from 0 over
             all blocks. Defaults to 0.
-        layer_scale_init_value (float): Initial layer scale of all blocks.
-            Defaults to 1e-6.
+        layer_scale_init_value (float): Initial layer scale of all blocks
+            (the official classifier always uses 1e-6, the official dense
+            configs 1.0). Defaults to 1e-6.
         frozen_stages (int): -1 freezes nothing, 0 the stem, ``i`` the stem
             and stages 0..i together with the ``downsample`` layers that feed
             stages 1..i. The dense output layers ``head{i}``/``norm{i}`` are
