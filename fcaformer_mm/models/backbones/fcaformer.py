@@ -982,8 +982,11 @@ class FcaFormer(BaseModule):
                     'state_dict_key.')
             checkpoint = cfg.pop('checkpoint', None)
             if checkpoint is None:
-                raise ValueError("init_cfg of type 'Pretrained' needs a "
-                                 '"checkpoint" path or URL.')
+                raise ValueError(
+                    "init_cfg of type 'Pretrained' needs a checkpoint path "
+                    'or URL, e.g. with --cfg-options '
+                    'model.backbone.init_cfg.checkpoint=PATH; remove the '
+                    'init_cfg to start from a random initialisation.')
             self.load_pretrained(checkpoint, **cfg)
         self._is_init = True
 
