@@ -61,9 +61,9 @@ FULL_COUNTER_NAMES = {
     'mmengine': 'mmengine.analysis.FlopAnalyzer (traced operators)',
     'torch': 'torch.utils.flop_counter.FlopCounterMode (FLOPs / 2)',
 }
-#: Operators of the full count that are matrix products outside nn modules
-#: in attention blocks (``q @ k``, ``attn @ v``).
-MATMUL_OPS = ('matmul', 'bmm', 'einsum', 'mm')
+#: Operators of the full count for batched matrix products, such as those of
+#: attention (``q @ k``, ``attn @ v``); linear layers are not among them.
+MATMUL_OPS = ('matmul', 'bmm', 'einsum')
 
 
 # --------------------------------------------------------------------------
@@ -285,10 +285,11 @@ def _count_torch(wrapper: nn.Module,
     mode = FlopCounterMode(display=False)
     with torch.no_grad(), mode:
         wrapper(inputs)
-    by_op = Counter({
-        str(op).split('.')[-2] if '.' in str(op) else str(op): int(v) // 2
-        for op, v in mode.get_flop_counts().get('Global', {}).items()
-    })
+    by_op: Counter = Counter()
+    for op, flops in mode.get_flop_counts().get('Global', {}).items():
+        # 'aten.convolution' or 'aten.convolution.default' -> 'convolution'
+        parts = str(op).split('.')
+        by_op[parts[1] if len(parts) > 1 else parts[0]] += int(flops) // 2
     return mode.get_total_flops() // 2, FULL_COUNTER_NAMES['torch'], by_op
 
 
@@ -487,7 +488,7 @@ def format_report(result: dict) -> str:
         f'  counter: {result["full_counter"]}',
         '  by operator: ' + ', '.join(
             f'{k} {g(v)}' for k, v in result['full_macs_by_op'].items()),
-        f'  of which matmul/bmm/einsum/mm: {g(result["matmul_macs"])}',
+        f'  of which matmul/bmm/einsum: {g(result["matmul_macs"])}',
         'One multiply-add is one MAC. Full minus nn-only is not only the '
         'attention matmuls: the two also count norms, biases and '
         'activations differently.',

@@ -1,0 +1,180 @@
+"""tools/analysis_tools/get_flops.py on small inputs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).parents[2]
+TOOL = ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
+CONFIGS = ROOT / 'configs'
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('get_flops', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+get_flops = _load_tool()
+
+
+def plain_conv_net() -> nn.Module:
+    """Convolutions and a linear layer: what both counters count alike."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2, bias=False),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    ).eval()
+
+
+def test_plain_conv_net_counts_agree():
+    model = plain_conv_net()
+    x = torch.randn(1, 3, 16, 16)
+    expected = (16 * 16 * 8 * 3 * 9 + 8 * 8 * 16 * (8 // 2) * 9 +
+                16 * 8 * 8 * 10)
+    assert get_flops.count_nn_macs(model, lambda: model(x)) == expected
+    for counter in ('mmengine', 'torch'):
+        macs, name, by_op = get_flops.count_full_macs(
+            model, lambda m, t: m(t), x, counter)
+        assert macs == expected, name
+        assert name == get_flops.FULL_COUNTER_NAMES[counter]
+
+
+def test_nn_counter_follows_mmcv_1x_rules():
+    """Exact types only; bias adds for convs, none for linear layers; norms
+    one or two per element; GELU and functional ops count nothing."""
+
+    class LayerNorm2d(nn.LayerNorm):  # a subclass: not counted
+
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    class Net(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+            self.bn = nn.BatchNorm2d(4)
+            self.sync_bn = nn.SyncBatchNorm(4)
+            self.ln2d = LayerNorm2d(4)
+            self.ln = nn.LayerNorm(4, elementwise_affine=False)
+            self.relu = nn.ReLU()
+            self.gelu = nn.GELU()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.gelu(self.relu(self.bn(self.conv(x))))
+            x = self.ln2d(self.sync_bn(x))
+            x = x @ x.transpose(-1, -2)  # functional: not counted
+            tokens = self.ln(self.pool(x).flatten(1))
+            return self.fc(tokens)
+
+    model = Net().eval()
+    x = torch.randn(1, 4, 5, 5)
+    by_type = Counter()
+    total = get_flops.count_nn_macs(model, lambda: model(x), by_type)
+    n = 4 * 5 * 5
+    assert by_type == Counter({
+        'Conv2d': n * 4 + n,
+        'BatchNorm2d': 2 * n,
+        'ReLU': n,
+        'AdaptiveAvgPool2d': n,
+        'LayerNorm': 4,
+        'Linear': 4 * 3,
+    })
+    assert total == sum(by_type.values())
+
+
+def test_default_shapes():
+    assert get_flops._input_shape(None, 'mmseg') == (512, 2048)
+    assert get_flops._input_shape(None, 'mmdet') == (1280, 800)
+    assert get_flops._input_shape(None, 'mmpretrain') == (224, 224)
+    assert get_flops._input_shape([96], 'mmdet') == (96, 96)
+    assert get_flops._input_shape([64, 128], 'mmseg') == (64, 128)
+
+
+def _check_result(result: dict, model: nn.Module | None = None) -> None:
+    assert result['nn_macs'] > 0
+    # FcaFormer's attention products are matmuls outside nn modules: only
+    # the full count sees them.
+    assert result['matmul_macs'] > 0
+    assert result['full_macs'] > result['nn_macs']
+    if model is not None:
+        assert result['params'] == sum(p.numel() for p in model.parameters())
+
+
+def test_classifier(capsys, tmp_path):
+    pytest.importorskip('mmpretrain')
+    out = tmp_path / 'result.json'
+    config = str(CONFIGS / 'fcaformer_l1_in1k.py')
+    assert get_flops.main([config, '--shape', '64', '--json', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'MACs, nn modules only:' in text and 'MACs, full:' in text
+    assert get_flops.NN_COUNTER_NAME in text
+    assert 'FlopAnalyzer' in text or 'FlopCounterMode' in text
+    result = json.loads(out.read_text())
+    assert result['scope'] == 'mmpretrain'
+    assert result['input_shape'] == [1, 3, 64, 64]
+    model, _ = get_flops.build_model(get_flops.Config.fromfile(config))
+    _check_result(result, model)
+    assert result['params'] == 6187560  # official L1 classifier
+
+
+def test_segmentor():
+    pytest.importorskip('mmseg')
+    config = str(CONFIGS / 'upernet_fcaformer_l2_ade20k.py')
+    result = get_flops.analyse(config, [64, 96])
+    assert result['scope'] == 'mmseg'
+    assert result['input_shape'] == [1, 3, 64, 96]
+    _check_result(result)
+    assert result['num_rois'] is None
+    assert set(result['params_by_child']) >= {
+        'backbone', 'decode_head', 'auxiliary_head'
+    }
+
+
+@pytest.mark.parametrize('config', [
+    'mask_rcnn_fcaformer_l2_fpn_3x_coco.py',
+    'cascade_mask_rcnn_fcaformer_l2_fpn_3x_coco.py'
+])
+def test_detector(config):
+    pytest.importorskip('mmdet')
+    result = get_flops.analyse(
+        str(CONFIGS / config), [96, 128],
+        {'model.test_cfg.rpn.max_per_img': 8})
+    assert result['scope'] == 'mmdet'
+    assert 0 < result['num_rois'] <= 8
+    _check_result(result)
+
+
+def test_command_line(tmp_path):
+    """The script runs on its own, importing the package via the config's
+    custom_imports."""
+    pytest.importorskip('mmpretrain')
+    out = tmp_path / 'result.json'
+    proc = subprocess.run([
+        sys.executable,
+        str(TOOL),
+        str(CONFIGS / 'fcaformer_l1_in1k.py'), '--shape', '32', '32',
+        '--full-counter', 'torch', '--json',
+        str(out)
+    ],
+                          capture_output=True,
+                          text=True,
+                          cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert 'FlopCounterMode' in proc.stdout
+    result = json.loads(out.read_text())
+    assert result['full_macs'] > result['nn_macs'] > 0
