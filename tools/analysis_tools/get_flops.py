@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -349,22 +350,28 @@ def tensor_forward(model: nn.Module, scope: str, height: int,
     return lambda m, x: m(x)
 
 
-def _watch_rois(model: nn.Module, seen: list) -> object | None:
+@contextlib.contextmanager
+def _watch_rois(model: nn.Module, seen: list):
     """Record how many RPN proposals reach the RoI head, if there is one.
 
-    Returns:
-        The hook handle, or None for models without ``roi_head``.
+    mmdet calls ``roi_head.forward(x, rpn_results_list, ...)`` directly,
+    so a module hook would not fire; ``forward`` is wrapped instead.
     """
     roi_head = getattr(model, 'roi_head', None)
     if roi_head is None:
-        return None
+        yield
+        return
+    forward = roi_head.forward
 
-    def hook(module: nn.Module, args: tuple) -> None:
-        # ``roi_head.forward(x, rpn_results_list, batch_data_samples)``
-        if len(args) > 1 and isinstance(args[1], Sequence):
-            seen.append(sum(len(results) for results in args[1]))
+    def watched(x, rpn_results_list, *args, **kwargs):
+        seen.append(sum(len(results) for results in rpn_results_list))
+        return forward(x, rpn_results_list, *args, **kwargs)
 
-    return roi_head.register_forward_pre_hook(hook)
+    roi_head.forward = watched
+    try:
+        yield
+    finally:
+        del roi_head.forward
 
 
 # --------------------------------------------------------------------------
@@ -431,13 +438,9 @@ def analyse(config: str,
 
     nn_by_type: Counter = Counter()
     rois: list = []
-    handle = _watch_rois(model, rois)
-    try:
+    with _watch_rois(model, rois):
         nn_macs = count_nn_macs(model, lambda: forward(model, inputs),
                                 nn_by_type)
-    finally:
-        if handle is not None:
-            handle.remove()
     full_macs, full_name, by_op = count_full_macs(model, forward, inputs,
                                                   full_counter)
     return dict(
