@@ -46,10 +46,10 @@ def test_prefixed_name_resolves_from_any_scope(scope):
 
 @pytest.mark.parametrize('scope', HOST_SCOPES)
 def test_bare_name_builds_in_host_scope(scope):
-    from mmengine.registry import init_default_scope
     registry = __import__(hosts.HOSTS[scope], fromlist=['MODELS']).MODELS
-    init_default_scope(scope)
-    model = registry.build(dict(type='FcaFormer', arch='l1'))
+    # A scoped override, so no later test inherits this default scope.
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type='FcaFormer', arch='l1'))
     assert type(model) is MODELS.module_dict['FcaFormer']
 
 

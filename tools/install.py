@@ -72,6 +72,13 @@ if "torch" in r:
         r["mmcv_ops"] = True
     except Exception as e:
         r["mmcv_error"] = f"{type(e).__name__}: {e}"
+from importlib import metadata
+r["dist"] = {}
+for name in ("torch", "torchvision", "mmcv"):
+    try:
+        r["dist"][name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pass
 print("PROBE" + json.dumps(r))
 '''
 
@@ -248,8 +255,10 @@ class Installer:
                     'mmdetection and fcaformer_mm (editable, extras '
                     f'[{extras}]), with torch, torchvision and mmcv pinned '
                     'to the installed builds')
-        pins = [f'{name}=={state[name]}'
-                for name in ('torch', 'torchvision', 'mmcv') if name in state]
+        # The distributions' own versions: ``torch.__version__`` can carry a
+        # local label (+cu130) that the installed metadata does not.
+        pins = [f'{name}=={version}'
+                for name, version in state.get('dist', {}).items()]
         with tempfile.NamedTemporaryFile(
                 'w', suffix='.txt', prefix='installed-pins-',
                 delete=False) as fh:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.model import BaseModule
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from fcaformer_mm.models.backbones import fcaformer as fcaformer_module
@@ -210,7 +211,9 @@ def test_other_argument_errors():
 
 
 def test_build_from_registry():
-    model = MODELS.build(dict(type='FcaFormer', arch='l1'))
+    # Scoped: another test's Runner may have left a different default scope.
+    with DefaultScope.overwrite_default_scope('fcaformer_mm'):
+        model = MODELS.build(dict(type='FcaFormer', arch='l1'))
     assert isinstance(model, FcaFormer)
 
 
