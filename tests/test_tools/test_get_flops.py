@@ -155,7 +155,33 @@ def test_detector(config):
         {'model.test_cfg.rpn.max_per_img': 8})
     assert result['scope'] == 'mmdet'
     assert 0 < result['num_rois'] <= 8
+    assert result['mask_rois'] == result['num_rois']
     _check_result(result)
+
+
+def _mask_head_macs_per_roi() -> int:
+    """nn-only MACs of mmdet's FCNMaskHead (4 convs, deconv, 80 classes)
+    for one RoI."""
+    convs = 4 * (256 * 256 * 9 * 14 * 14 + 256 * 14 * 14)  # with bias
+    relus = 4 * 256 * 14 * 14 + 256 * 28 * 28
+    deconv = 256 * 256 * 2 * 2 * 14 * 14 + 256 * 28 * 28
+    logits = 256 * 80 * 28 * 28 + 80 * 28 * 28
+    return convs + relus + deconv + logits
+
+
+def test_cascade_mask_rois_capped():
+    """mmdet 3.x runs the three cascade mask heads on every RoI; the tool
+    caps them as mmdet 2.x's forward_dummy did."""
+    pytest.importorskip('mmdet')
+    config = str(CONFIGS / 'cascade_mask_rcnn_fcaformer_l2_fpn_3x_coco.py')
+    options = {'model.test_cfg.rpn.max_per_img': 8}
+    capped = get_flops.analyse(config, [96, 128], options, 'torch', 3)
+    full = get_flops.analyse(config, [96, 128], options, 'torch', 0)
+    num_rois = capped['num_rois']
+    assert num_rois == full['num_rois'] > 3
+    assert (capped['mask_rois'], full['mask_rois']) == (3, num_rois)
+    assert full['nn_macs'] - capped['nn_macs'] == (
+        3 * (num_rois - 3) * _mask_head_macs_per_roi())
 
 
 def test_command_line(tmp_path):

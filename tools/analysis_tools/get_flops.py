@@ -20,11 +20,15 @@ full
 
 The forward pass is the host's tensor path: ``_forward`` for mmseg
 segmentors (backbone, neck and decode head: no auxiliary head, no sliding
-window), ``_forward`` for mmdet detectors (RPN proposals, then the RoI heads;
-mask heads on the first 100 RoIs, as mmdet's own tools), and
-``forward(mode='tensor')`` for mmpretrain classifiers. It runs on the CPU in
-eval mode, on one random image; the model is not initialised from any
-checkpoint, so nothing is downloaded.
+window), ``_forward`` for mmdet detectors (RPN proposals, at most 1000 with
+the usual test settings, then the RoI heads), and ``forward(mode='tensor')``
+for mmpretrain classifiers. Mask heads see at most ``--mask-rois`` RoIs
+(default 100): the convention of mmdet 2.x's ``forward_dummy``, behind the
+published numbers, and of mmdet 3.x's ``StandardRoIHead.forward``; mmdet
+3.x's ``CascadeRoIHead.forward`` runs its three mask heads on all RoIs,
+which would count ten times the mask-head MACs of the published figures.
+It runs on the CPU in eval mode, on one random image; the model is not
+initialised from any checkpoint, so nothing is downloaded.
 
 Default input sizes follow the codebases' own tools and the published tables:
 ``--shape 512 2048`` (H W) for mmseg configs, ``--shape 1280 800`` for mmdet,
@@ -351,6 +355,44 @@ def tensor_forward(model: nn.Module, scope: str, height: int,
 
 
 @contextlib.contextmanager
+def _cap_mask_rois(model: nn.Module, max_rois: int):
+    """Let the mask heads of a detector compute at most ``max_rois`` RoIs.
+
+    The rows beyond the cap repeat the last computed one, so the output keeps
+    the shape that the rest of the RoI head expects.
+    """
+    roi_head = getattr(model, 'roi_head', None)
+    heads = getattr(roi_head, 'mask_head', None)
+    if max_rois <= 0 or heads is None:
+        yield
+        return
+    heads = list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+
+    def capped(forward: Callable) -> Callable:
+
+        def wrapper(x: torch.Tensor, *args, **kwargs):
+            if x.shape[0] <= max_rois:
+                return forward(x, *args, **kwargs)
+            out = forward(x[:max_rois], *args, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(
+                    f'Cannot cap the RoIs of {type(out).__name__} mask head '
+                    'outputs; run with --mask-rois 0.')
+            rest = out[-1:].expand(x.shape[0] - max_rois, *out.shape[1:])
+            return torch.cat([out, rest])
+
+        return wrapper
+
+    for head in heads:
+        head.forward = capped(head.forward)
+    try:
+        yield
+    finally:
+        for head in heads:
+            del head.forward
+
+
+@contextlib.contextmanager
 def _watch_rois(model: nn.Module, seen: list):
     """Record how many RPN proposals reach the RoI head, if there is one.
 
@@ -395,6 +437,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='counter of the full count; auto: mmengine FlopAnalyzer, or '
         'torch FlopCounterMode where tracing fails (default: auto)')
     parser.add_argument(
+        '--mask-rois',
+        type=int,
+        default=100,
+        help='detectors: the most RoIs a mask head computes, as mmdet 2.x '
+        'forward_dummy (default: 100; 0: no cap)')
+    parser.add_argument(
         '--json', help='also write the results to this JSON file')
     parser.add_argument(
         '--cfg-options',
@@ -418,7 +466,8 @@ def _input_shape(shape: Sequence[int] | None,
 def analyse(config: str,
             shape: Sequence[int] | None = None,
             cfg_options: dict | None = None,
-            full_counter: str = 'auto') -> dict:
+            full_counter: str = 'auto',
+            mask_rois: int = 100) -> dict:
     """Count the parameters and MACs of a config's model.
 
     Returns:
@@ -426,7 +475,8 @@ def analyse(config: str,
         ``params_by_child``, ``nn_macs``, ``nn_counter``, ``nn_macs_by_type``,
         ``full_macs``, ``full_counter``, ``full_macs_by_op``,
         ``matmul_macs`` (the part of the full count in matmul-like
-        operators) and ``num_rois`` (detectors, else None).
+        operators), ``num_rois`` and ``mask_rois`` (the RoIs of the box
+        and the mask heads of detectors, else None).
     """
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -438,11 +488,13 @@ def analyse(config: str,
 
     nn_by_type: Counter = Counter()
     rois: list = []
-    with _watch_rois(model, rois):
-        nn_macs = count_nn_macs(model, lambda: forward(model, inputs),
-                                nn_by_type)
-    full_macs, full_name, by_op = count_full_macs(model, forward, inputs,
-                                                  full_counter)
+    with _cap_mask_rois(model, mask_rois):
+        with _watch_rois(model, rois):
+            nn_macs = count_nn_macs(model, lambda: forward(model, inputs),
+                                    nn_by_type)
+        full_macs, full_name, by_op = count_full_macs(
+            model, forward, inputs, full_counter)
+    num_rois = rois[0] if rois else None
     return dict(
         config=config,
         model=type(model).__name__,
@@ -460,7 +512,9 @@ def analyse(config: str,
         full_counter=full_name,
         full_macs_by_op=dict(by_op.most_common()),
         matmul_macs=sum(v for k, v in by_op.items() if k in MATMUL_OPS),
-        num_rois=rois[0] if rois else None,
+        num_rois=num_rois,
+        mask_rois=num_rois if num_rois is None or mask_rois <= 0 else min(
+            num_rois, mask_rois),
     )
 
 
@@ -481,7 +535,8 @@ def format_report(result: dict) -> str:
         for name, n in result['params_by_child'].items() if n
     ]
     if result['num_rois'] is not None:
-        lines.append(f'RoIs from the RPN: {result["num_rois"]}')
+        lines.append(f'RoIs from the RPN: {result["num_rois"]}, of which '
+                     f'{result["mask_rois"]} through the mask heads')
     lines += [
         f'MACs, nn modules only: {g(result["nn_macs"])}',
         f'  counter: {result["nn_counter"]}',
@@ -503,7 +558,7 @@ def format_report(result: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = analyse(args.config, args.shape, args.cfg_options,
-                     args.full_counter)
+                     args.full_counter, args.mask_rois)
     print(format_report(result))
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
