@@ -134,7 +134,7 @@ class Installer:
         if self.dry_run:
             return
         start = time.time()
-        last_shown = 0.0
+        last_shown = start
         with open(log, 'w') as fh, subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, env={**os.environ, **(env or {})}) as proc:
