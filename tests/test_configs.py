@@ -44,15 +44,23 @@ def load(name: str) -> Config:
 
 def build(cfg: Config) -> torch.nn.Module:
     """Build ``cfg.model`` in the config's scope, as mmengine's Runner."""
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS
     from mmengine.utils import import_modules_from_strings
 
     import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.default_scope)
     model_cfg = cfg.model.copy()
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    return MODELS.build(model_cfg)
+    with scope_of(cfg):
+        return MODELS.build(model_cfg)
+
+
+def scope_of(cfg: Config):
+    """The config's default scope, for this block only: later tests keep
+    theirs."""
+    from mmengine.registry import DefaultScope
+
+    return DefaultScope.overwrite_default_scope(cfg.default_scope)
 
 
 def build_optim_wrapper(model: torch.nn.Module, cfg: Config):
@@ -62,7 +70,8 @@ def build_optim_wrapper(model: torch.nn.Module, cfg: Config):
     optim_cfg = cfg.optim_wrapper.copy()
     optim_cfg['type'] = 'OptimWrapper'
     optim_cfg.pop('loss_scale', None)
-    return build_wrapper(model, optim_cfg)
+    with scope_of(cfg):
+        return build_wrapper(model, optim_cfg)
 
 
 def find(pipeline: list, type_name: str) -> dict:
@@ -102,8 +111,9 @@ def test_dense_backbone(name):
 @pytest.mark.parametrize('name', [SEG, MASK_RCNN, CASCADE])
 def test_missing_checkpoint_is_an_error(name):
     """Without a checkpoint, training stops instead of starting at random."""
-    model = build(load(name))
-    with pytest.raises(ValueError, match='checkpoint'):
+    cfg = load(name)
+    model = build(cfg)
+    with scope_of(cfg), pytest.raises(ValueError, match='checkpoint'):
         model.init_weights()
 
 
@@ -119,7 +129,8 @@ def test_checkpoint_from_cfg_options(tmp_path):
     cfg = load(SEG)
     cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(path)})
     model = build(cfg)
-    model.init_weights()
+    with scope_of(cfg):
+        model.init_weights()
     loaded = model.backbone.state_dict()
     for key, value in source.state_dict().items():
         if key in loaded:

@@ -306,21 +306,23 @@ def build_model(cfg: Config) -> tuple[nn.Module, str]:
 
     ``custom_imports`` are imported first. A top-level
     ``data_preprocessor`` is handed to the model as mmengine's Runner does.
+    The default scope is set only while building, so that callers in the
+    same process keep theirs.
 
     Returns:
         tuple: The model and the default scope.
     """
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
     from mmengine.utils import import_modules_from_strings
 
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg['custom_imports'])
     scope = cfg.get('default_scope') or 'mmengine'
-    init_default_scope(scope)
     model_cfg = cfg.model.copy()
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(model_cfg)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(model_cfg)
     return model.eval(), scope
 
 
@@ -478,6 +480,8 @@ def analyse(config: str,
         operators), ``num_rois`` and ``mask_rois`` (the RoIs of the box
         and the mask heads of detectors, else None).
     """
+    from mmengine.registry import DefaultScope
+
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -488,7 +492,8 @@ def analyse(config: str,
 
     nn_by_type: Counter = Counter()
     rois: list = []
-    with _cap_mask_rois(model, mask_rois):
+    with DefaultScope.overwrite_default_scope(scope), \
+            _cap_mask_rois(model, mask_rois):
         with _watch_rois(model, rois):
             nn_macs = count_nn_macs(model, lambda: forward(model, inputs),
                                     nn_by_type)
