@@ -1,0 +1,280 @@
+"""The parts of ``tools/train.py`` and ``tools/test.py`` that depend on
+the codebase.
+
+One pair of tools serves the configs of all three host codebases; the
+config's ``default_scope`` (``mmseg``, ``mmdet`` or ``mmpretrain``) picks
+the few behaviours in which their own tools differ:
+
+* ``--tta``: mmseg needs ``tta_model`` and ``tta_pipeline`` in the config;
+  mmdet and mmpretrain fall back to a horizontal-flip TTA when the config
+  has none (as their tools do).
+* ``--out``: a directory of predicted masks for mmseg (``IoUMetric``'s
+  ``output_dir``); a pickle of the predictions for mmdet
+  (``DumpDetResults``, masks as RLE) and mmpretrain (``DumpResults``).
+* ``--show`` / ``--show-dir``: each codebase's ``VisualizationHook`` takes
+  its switches under different names.
+
+Everything else (config loading, work dir, resume, AMP, the CPU switch, the
+Runner) is shared.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os.path as osp
+import warnings
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+__all__ = [
+    'SCOPES', 'config_scope', 'load_config', 'enable_amp', 'set_resume',
+    'enable_auto_scale_lr', 'setup_tta', 'setup_visualization',
+    'setup_out', 'add_out_dumper', 'build_runner', 'has_amp_wrapper'
+]
+
+#: The default scopes the tools know.
+SCOPES = ('mmseg', 'mmdet', 'mmpretrain')
+
+
+def config_scope(cfg: Config) -> str:
+    """The config's ``default_scope``, checked to be one of :data:`SCOPES`.
+
+    Raises:
+        ValueError: For a config without a known ``default_scope``.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(
+            f'The config has default_scope={scope!r}; the tools handle '
+            f'{", ".join(SCOPES)} (set by the host base configs, e.g. '
+            "'mmseg::_base_/default_runtime.py').")
+    return scope
+
+
+def load_config(config: str,
+                cfg_options: dict | None = None,
+                work_dir: str | None = None,
+                launcher: str = 'none') -> Config:
+    """Load a config, apply ``--cfg-options`` and choose the work dir.
+
+    The work dir is, in order: ``work_dir``, the config's own, or
+    ``./work_dirs/<config name>``, as the upstream tools choose it.
+    """
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    config_scope(cfg)
+    return cfg
+
+
+def has_amp_wrapper(cfg: Config) -> bool:
+    """Whether ``cfg.optim_wrapper`` is an ``AmpOptimWrapper``."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    return str(wrapper.get('type', '')).endswith('AmpOptimWrapper')
+
+
+def enable_amp(cfg: Config) -> None:
+    """Train with ``AmpOptimWrapper`` and a dynamic loss scale (``--amp``).
+
+    Raises:
+        ValueError: If the config's wrapper is neither ``OptimWrapper`` nor
+            ``AmpOptimWrapper``.
+    """
+    wrapper = cfg.optim_wrapper
+    if has_amp_wrapper(cfg):
+        print_log('AMP training is already enabled in the config.',
+                  logger='current', level=logging.WARNING)
+        return
+    if str(wrapper.get('type', 'OptimWrapper')).rsplit(
+            '.', 1)[-1] != 'OptimWrapper':
+        raise ValueError('--amp works with an OptimWrapper config, got '
+                         f'{wrapper.get("type")!r}.')
+    wrapper.type = 'AmpOptimWrapper'
+    wrapper.loss_scale = 'dynamic'
+
+
+def set_resume(cfg: Config, resume: str | None) -> None:
+    """``--resume``: ``None`` (no), ``'auto'`` (the latest checkpoint of
+    the work dir) or a checkpoint path."""
+    if resume is None:
+        cfg.resume = False
+    elif resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    else:
+        cfg.resume = True
+        cfg.load_from = resume
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """``--auto-scale-lr``: scale the lr by the real total batch size.
+
+    Raises:
+        ValueError: If the config has no ``auto_scale_lr.base_batch_size``.
+    """
+    if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
+        raise ValueError(
+            '--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in '
+            'the config.')
+    cfg.auto_scale_lr.enable = True
+
+
+# --------------------------------------------------------------------------
+# Test-time options, per codebase.
+# --------------------------------------------------------------------------
+def _flip_tta_pipeline(test_pipeline: list, pack: dict) -> list:
+    """The test pipeline with its packing step replaced by a horizontal
+    flip TTA (original and flipped) followed by ``pack``."""
+    pipeline = copy.deepcopy(test_pipeline)
+    pipeline[-1] = dict(
+        type='TestTimeAug',
+        transforms=[[
+            dict(type='RandomFlip', prob=1.),
+            dict(type='RandomFlip', prob=0.)
+        ], [pack]])
+    return pipeline
+
+
+def _innermost_dataset(dataset_cfg: ConfigDict) -> ConfigDict:
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
+def setup_tta(cfg: Config) -> None:
+    """``--tta``: wrap the model in the config's ``tta_model`` and test with
+    its ``tta_pipeline``.
+
+    mmseg configs must define both (the multi-scale ratios are part of the
+    recipe). mmdet and mmpretrain configs without them get the defaults of
+    their codebases' tools: a horizontal-flip TTA merged by
+    ``DetTTAModel`` (NMS, IoU 0.5, 100 boxes) or ``AverageClsScoreTTA``.
+
+    Raises:
+        ValueError: For an mmseg config without ``tta_model`` or
+            ``tta_pipeline``.
+    """
+    scope = config_scope(cfg)
+    if scope == 'mmseg':
+        missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+        if missing:
+            raise ValueError(f'--tta needs {" and ".join(missing)} in the '
+                             'config (mmseg has no default multi-scale TTA).')
+    elif scope == 'mmdet':
+        if 'tta_model' not in cfg:
+            warnings.warn('No tta_model in the config: using DetTTAModel '
+                          '(NMS IoU 0.5, 100 boxes per image).')
+            cfg.tta_model = dict(
+                type='DetTTAModel',
+                tta_cfg=dict(
+                    nms=dict(type='nms', iou_threshold=0.5),
+                    max_per_img=100))
+        if 'tta_pipeline' not in cfg:
+            warnings.warn('No tta_pipeline in the config: using a '
+                          'horizontal-flip TTA.')
+            dataset = _innermost_dataset(cfg.test_dataloader.dataset)
+            if 'batch_shapes_cfg' in dataset:
+                dataset.batch_shapes_cfg = None
+            pack = dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                           'scale_factor', 'flip', 'flip_direction'))
+            cfg.tta_pipeline = _flip_tta_pipeline(dataset.pipeline, pack)
+    else:  # mmpretrain
+        if 'tta_model' not in cfg:
+            cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
+        if 'tta_pipeline' not in cfg:
+            pipeline = cfg.test_dataloader.dataset.pipeline
+            cfg.tta_pipeline = _flip_tta_pipeline(pipeline, pipeline[-1])
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def setup_visualization(cfg: Config,
+                        show: bool = False,
+                        show_dir: str | None = None,
+                        wait_time: float = 2.) -> None:
+    """``--show`` / ``--show-dir``: switch on the codebase's
+    ``VisualizationHook``.
+
+    Raises:
+        RuntimeError: If the config has no ``default_hooks.visualization``.
+    """
+    hooks = cfg.get('default_hooks') or {}
+    if 'visualization' not in hooks:
+        raise RuntimeError(
+            '--show and --show-dir need default_hooks.visualization in the '
+            "config, e.g. visualization=dict(type='"
+            "SegVisualizationHook').")
+    hook = hooks['visualization']
+    scope = config_scope(cfg)
+    if scope == 'mmpretrain':
+        hook.enable = True
+        hook.show = show
+        hook.wait_time = wait_time
+        hook.out_dir = show_dir
+        return
+    hook.draw = True
+    if show:
+        hook.show = True
+        hook.wait_time = wait_time
+    if show_dir:
+        if scope == 'mmseg':
+            cfg.visualizer.save_dir = show_dir
+        else:
+            hook.test_out_dir = show_dir
+
+
+def setup_out(cfg: Config, out: str | None) -> None:
+    """``--out`` for mmseg: ``IoUMetric`` writes the predicted masks (PNG)
+    into the directory ``out``. The other codebases dump a pickle, see
+    :func:`add_out_dumper`."""
+    if out is None or config_scope(cfg) != 'mmseg':
+        return
+    evaluator = cfg.test_evaluator
+    for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+        metric['output_dir'] = out
+        metric['keep_results'] = True
+
+
+def add_out_dumper(runner: Any, cfg: Config, out: str | None) -> None:
+    """``--out`` for mmdet and mmpretrain: dump the predictions to the
+    pickle ``out`` (mmdet: ``DumpDetResults``, masks as RLE; mmpretrain:
+    ``DumpResults``).
+
+    Raises:
+        ValueError: If ``out`` does not end in ``.pkl`` or ``.pickle``.
+    """
+    scope = config_scope(cfg)
+    if out is None or scope == 'mmseg':
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file for {scope} '
+                         f'configs, got {out!r}.')
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        dumper = DumpDetResults(out_file_path=out)
+    else:
+        from mmengine.evaluator import DumpResults
+        dumper = DumpResults(out_file_path=out)
+    runner.test_evaluator.metrics.append(dumper)
+
+
+def build_runner(cfg: Config) -> Any:
+    """The config's Runner: ``RUNNERS.build`` of the config's scope when it
+    names a ``runner_type``, mmengine's ``Runner.from_cfg`` otherwise (as
+    the upstream tools)."""
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS, DefaultScope
+        with DefaultScope.overwrite_default_scope(config_scope(cfg)):
+            return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)

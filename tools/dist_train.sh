@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Distributed training on one or more machines with torchrun.
+#
+#   bash tools/dist_train.sh CONFIG GPUS [tools/train.py options]
+#
+# GPUS is the number of processes on this machine. Several machines:
+# NNODES, NODE_RANK, MASTER_ADDR and PORT (defaults 1, 0, 127.0.0.1, 29500).
+# PYTHON picks the interpreter (default: python). On CPUs, add --cpu:
+#   bash tools/dist_train.sh configs/upernet_fcaformer_l2_ade20k.py 2 --cpu
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 CONFIG GPUS [tools/train.py options]" >&2
+    exit 2
+fi
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
+TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
+
+PYTHONPATH="$(dirname "$TOOLS_DIR")${PYTHONPATH:+:$PYTHONPATH}" \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$TOOLS_DIR/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"
