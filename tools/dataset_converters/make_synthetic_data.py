@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Write a small synthetic ADE20K, COCO or ImageNet on the real layout.
+
+The images are shapes on a textured background whose class follows their
+shape and colour, so a small model learns them in minutes: enough to try a
+config end to end (training, evaluation, checkpoints) without the real data.
+Results on them say nothing about the real benchmarks.
+
+Examples:
+    python3 tools/dataset_converters/make_synthetic_data.py ade20k \\
+        --out data/ade/ADEChallengeData2016
+    python3 tools/dataset_converters/make_synthetic_data.py coco \\
+        --out /tmp/coco --num-train 32 --size 256 320
+    python3 tools/dataset_converters/make_synthetic_data.py imagenet \\
+        --out data/imagenet --num-classes 4
+
+A folder that is not empty is refused; ``--overwrite`` replaces a synthetic
+dataset written there before (and nothing else).
+"""
+import argparse
+import os.path as osp
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+try:
+    from fcaformer_mm.datasets.synthetic import (
+        IMAGENET_CLASSES,
+        make_ade20k,
+        make_coco,
+        make_imagenet,
+    )
+except ImportError:
+    # The package is not installed, or its heavier dependencies (torch,
+    # mmengine) are missing: the generators need only numpy and Pillow, so
+    # load their module from this checkout on its own.
+    import importlib.util
+
+    _path = osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'fcaformer_mm', 'datasets', 'synthetic.py')
+    _spec = importlib.util.spec_from_file_location('_synthetic', _path)
+    _synthetic = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_synthetic)
+    IMAGENET_CLASSES = _synthetic.IMAGENET_CLASSES
+    make_ade20k = _synthetic.make_ade20k
+    make_coco = _synthetic.make_coco
+    make_imagenet = _synthetic.make_imagenet
+
+# Per dataset: default counts and size, and the config it fits.
+_DEFAULTS = {
+    'ade20k': dict(num_train=40, num_val=10, size=(128, 128),
+                   config='configs/upernet_fcaformer_l2_ade20k.py'),
+    'coco': dict(num_train=16, num_val=8, size=(128, 160),
+                 config='configs/mask_rcnn_fcaformer_l2_fpn_3x_coco.py'),
+    'imagenet': dict(num_train=16, num_val=4, size=(64, 64),
+                     config='configs/fcaformer_l2_in1k.py'),
+}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): The arguments. Defaults to
+            ``sys.argv[1:]``.
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(
+        description='Write a small synthetic dataset on the real layout of '
+        'ADE20K, COCO or ImageNet.')
+    parser.add_argument('dataset', choices=sorted(_DEFAULTS))
+    parser.add_argument(
+        '--out', required=True,
+        help='dataset root to write (the config\'s data_root), e.g. '
+        'data/ade/ADEChallengeData2016, data/coco, data/imagenet')
+    parser.add_argument(
+        '--num-train', type=int,
+        help='training images (per class for imagenet); defaults: '
+        'ade20k 40, coco 16, imagenet 16')
+    parser.add_argument(
+        '--num-val', type=int,
+        help='validation images (per class for imagenet); defaults: '
+        'ade20k 10, coco 8, imagenet 4')
+    parser.add_argument(
+        '--size', type=int, nargs=2, metavar=('H', 'W'),
+        help='image height and width; defaults: ade20k 128 128, '
+        'coco 128 160, imagenet 64 64')
+    parser.add_argument(
+        '--num-classes', type=int, default=4,
+        help=f'imagenet only: number of classes, 1 to '
+        f'{len(IMAGENET_CLASSES)} (default 4)')
+    parser.add_argument(
+        '--no-meta', action='store_true',
+        help='imagenet only: do not write meta/{train,val}.txt (the stock '
+        'ImageNet dataset then expects 1000 class folders)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument(
+        '--overwrite', action='store_true',
+        help='replace a synthetic dataset written to --out before (files '
+        'that the generator did not write are never touched)')
+    return parser.parse_args(argv)
+
+
+def _count_files(root: Path) -> int:
+    return sum(1 for p in root.rglob('*')
+               if p.is_file() and not p.name.startswith('.'))
+
+
+def cfg_options(dataset: str, root: str) -> str:
+    """Return the ``--cfg-options`` that point a config at ``root``.
+
+    Args:
+        dataset (str): ``'ade20k'``, ``'coco'`` or ``'imagenet'``.
+        root (str): The dataset root.
+
+    Returns:
+        str: The options, ready for ``tools/train.py`` / ``tools/test.py``.
+    """
+    keys = ['train_dataloader', 'val_dataloader', 'test_dataloader']
+    options = [f'{k}.dataset.data_root={root}' for k in keys]
+    if dataset == 'coco':
+        ann = osp.join(root, 'annotations', 'instances_val2017.json')
+        options += [f'{k}.ann_file={ann}'
+                    for k in ('val_evaluator', 'test_evaluator')]
+    return '--cfg-options ' + ' '.join(options)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Write the dataset and say how to use it.
+
+    Args:
+        argv (list[str], optional): The arguments. Defaults to
+            ``sys.argv[1:]``.
+
+    Returns:
+        int: The exit status.
+    """
+    args = parse_args(argv)
+    defaults = _DEFAULTS[args.dataset]
+    num_train = (defaults['num_train']
+                 if args.num_train is None else args.num_train)
+    num_val = defaults['num_val'] if args.num_val is None else args.num_val
+    size = tuple(args.size) if args.size else defaults['size']
+    common = dict(size=size, seed=args.seed, overwrite=args.overwrite)
+    try:
+        if args.dataset == 'ade20k':
+            root = make_ade20k(args.out, num_train, num_val, **common)
+            what = (f'{num_train} training and {num_val} validation images '
+                    'with label maps (6 ADE20K classes)')
+        elif args.dataset == 'coco':
+            root = make_coco(args.out, num_train, num_val, **common)
+            what = (f'{num_train} train2017 and {num_val} val2017 images '
+                    'with instance annotations (person, car, bus, dog)')
+        else:
+            root = make_imagenet(
+                args.out, args.num_classes, num_train, num_val,
+                with_meta=not args.no_meta, **common)
+            what = (f'{args.num_classes} classes x ({num_train} train + '
+                    f'{num_val} val) images'
+                    + ('' if args.no_meta else ', meta/{train,val}.txt'))
+    except (FileExistsError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    root_str = str(root)
+    print(f'Wrote a synthetic {args.dataset} to {root_str}: {what}, '
+          f'{_count_files(root)} files, {size[0]}x{size[1]} pixels, '
+          f'seed {args.seed}.')
+    print(f'Point a config at it, e.g. {defaults["config"]}:')
+    print(f'  {cfg_options(args.dataset, root_str)}')
+    if args.dataset == 'imagenet':
+        n = args.num_classes
+        print(f'  (the labels 0..{n - 1} are those of the same classes in '
+              'ImageNet-1k, so the 1000-class head fits as it is; a smaller '
+              f'head: model.head.num_classes={n}'
+              + (' val_evaluator.topk=1 test_evaluator.topk=1' if n < 5
+                 else '') + ')')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
