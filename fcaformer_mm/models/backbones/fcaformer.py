@@ -239,8 +239,36 @@ def _relative_offset_index(window_size: int) -> torch.Tensor:
     return dy * window_size + dx
 
 
+def _is_tracing() -> bool:
+    """Whether the forward is being compiled, traced or exported."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
+
+
+def _partition(x: torch.Tensor, rows: int, cols: int,
+               ws: int) -> torch.Tensor:
+    """``(B, rows*ws, cols*ws, C)`` -> ``(B*rows*cols, ws*ws, C)`` windows."""
+    batch, channels = x.shape[0], x.shape[-1]
+    return x.reshape(batch, rows, ws, cols, ws, channels).permute(
+        0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, ws * ws, channels)
+
+
 class FcaBlock(BaseModule):
-    """Fused-cross-attention block of stages 2 and 3, on window tokens.
+    """Fused-cross-attention block of stages 2 and 3.
+
+    The block takes the stage's map of real positions, pads it to whole
+    windows, attends inside every window and crops back, computing exactly
+    what the official block computes on padded windows, with less work:
+
+    - the padded positions hold zeros, so ``norm1`` gives them
+      ``norm1.bias`` and their ``qkv`` is one vector, computed once;
+    - the MLP runs on the real positions only: its outputs at padded
+      positions are cropped away by the official code;
+    - attention goes through :func:`torch.nn.functional.
+      scaled_dot_product_attention` with the position bias and
+      ``s_token_bias`` as an additive mask (see :meth:`attention_mask`);
+    - the token maps stay channels-last, so the windows are views for the
+      depthwise convolutions.
 
     Args:
         dim (int): Channels.
@@ -252,10 +280,15 @@ class FcaBlock(BaseModule):
             the blocks after it (all blocks but the last of a stage).
         mlp_ratio (float): Hidden width of the MLP relative to ``dim``.
             Defaults to 4.
-        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate, drawn per window as
+            in the official code. Defaults to 0.
         layer_scale_init_value (float): Initial value of ``gamma_1`` and
             ``gamma_2``. Defaults to 1e-6.
     """
+
+    #: Use ``scaled_dot_product_attention``; False computes the attention
+    #: with explicit matrix products and softmax (same numbers).
+    fused_attention: bool = True
 
     def __init__(self,
                  dim: int,
@@ -310,17 +343,81 @@ class FcaBlock(BaseModule):
         self.drop_path = DropPath(drop_path_rate)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self._mask_cache: tuple | None = None
 
-    def _attention(self, x: torch.Tensor,
-                   cross: torch.Tensor | None) -> torch.Tensor:
-        num_windows, num_tokens, dim = x.shape
+    # ------------------------------------------------------------ the mask
+    def _mask_key(self, dtype: torch.dtype) -> tuple:
+        params = [self.attention_biases, self.attention_bias_idxs]
+        if self.num_cross > 0:
+            params.append(self.s_token_bias)
+        # Holding the tensors keeps their memory from being reused, so a
+        # data pointer cannot come back with the same version by chance.
+        return (dtype, ) + tuple((p, p.data_ptr(), p._version, p.device)
+                                 for p in params)
+
+    @staticmethod
+    def _same_key(a: tuple, b: tuple) -> bool:
+        if a[0] != b[0] or len(a) != len(b):
+            return False
+        return all(x[0] is y[0] and x[1:] == y[1:]
+                   for x, y in zip(a[1:], b[1:]))
+
+    def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The additive attention mask ``(1, heads, N, N + num_cross)``.
+
+        It holds the relative position bias gathered from
+        ``attention_biases`` for the window keys and ``s_token_bias`` for
+        the cross keys. In eval mode without autograd it is computed once
+        and kept, keyed on the parameters' identity, storage and version
+        counter: loading a state dict, an optimiser step or any other
+        in-place change, ``.to()``, and switching to train mode all make it
+        be computed again.
+
+        Args:
+            dtype (torch.dtype, optional): dtype of the mask. Defaults to
+                that of ``attention_biases``.
+        """
+        dtype = dtype or self.attention_biases.dtype
+        cacheable = not (self.training or torch.is_grad_enabled()
+                         or _is_tracing())
+        if cacheable:
+            key = self._mask_key(dtype)
+            if self._mask_cache is not None and self._same_key(
+                    self._mask_cache[0], key):
+                return self._mask_cache[1]
+        tokens = self.window_size**2
+        mask = self.attention_biases[:, self.attention_bias_idxs]
+        if self.num_cross > 0:
+            mask = torch.cat(
+                (mask, self.s_token_bias[0].expand(-1, tokens, -1)), dim=-1)
+        mask = mask.unsqueeze(0).to(dtype)
+        if cacheable:
+            self._mask_cache = (key, mask)
+        else:
+            self._mask_cache = None
+        return mask
+
+    def train(self, mode: bool = True) -> FcaBlock:
+        self._mask_cache = None
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):
+        self._mask_cache = None
+        return super()._apply(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._mask_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    # ------------------------------------------------------------- forward
+    def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
+                   num_windows: int) -> torch.Tensor:
+        """Attention of window tokens, given their ``qkv`` projection."""
+        dim = self.dim
         heads, head_dim = self.num_heads, dim // self.num_heads
-        qkv = self.qkv(self.norm1(x)).reshape(num_windows, num_tokens, 3,
-                                              heads, head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        q = q * self.scale
-        attn = q @ k.transpose(-2, -1)
-        attn = attn + self.attention_biases[:, self.attention_bias_idxs]
+        tokens = self.window_size**2
+        q, k, v = qkv.reshape(num_windows, tokens, 3, heads,
+                              head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.num_cross > 0:
             if cross is None or cross.shape[1] != self.num_cross:
                 got = None if cross is None else tuple(cross.shape)
@@ -330,45 +427,110 @@ class FcaBlock(BaseModule):
             # Cross tokens serve as keys and values only, so the query third
             # of the shared ``qkv`` projection is not computed for them.
             kv = F.linear(cross, self.qkv.weight[dim:], self.qkv.bias[dim:])
-            kv = kv.reshape(num_windows, self.num_cross, 2, heads, head_dim)
-            k_s, v_s = kv.permute(2, 0, 3, 1, 4)
-            attn_s = q @ k_s.transpose(-2, -1) + self.s_token_bias
+            k_s, v_s = kv.reshape(num_windows, self.num_cross, 2, heads,
+                                  head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             # One softmax spans the window's keys and the cross keys.
-            attn = torch.cat((attn, attn_s), dim=-1)
-            v = torch.cat((v, v_s), dim=-2)
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(num_windows, num_tokens, dim)
+            k = torch.cat((k, k_s), dim=2)
+            v = torch.cat((v, v_s), dim=2)
+        mask = self.attention_mask(q.dtype)
+        if self.fused_attention:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + mask
+            x = attn.softmax(dim=-1) @ v
+        x = x.transpose(1, 2).reshape(num_windows, tokens, dim)
         return self.proj(x)
 
     def forward(
         self,
         x: torch.Tensor,
-        cross: torch.Tensor | None = None
+        cross: torch.Tensor | None = None,
+        pad_top_left: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the block on window tokens.
+        """Run the block on a channels-last map.
 
         Args:
-            x (torch.Tensor): ``(num_windows, window_size**2, C)`` tokens.
+            x (torch.Tensor): ``(B, H, W, C)`` map of real positions.
             cross (torch.Tensor, optional): ``(num_windows, num_cross, C)``
-                cross tokens of the earlier blocks of the stage.
+                cross tokens of the earlier blocks of the stage, windows in
+                row-major order per image.
+            pad_top_left (bool): Pad to whole windows at the top and left
+                (True) or at the bottom and right. Defaults to True.
 
         Returns:
-            tuple: The new tokens, and this block's cross tokens
-            ``(num_windows, ceil(window_size / 4)**2, C)`` or None.
+            tuple: The new ``(B, H, W, C)`` map, and this block's cross
+            tokens ``(num_windows, ceil(window_size / 4)**2, C)`` or None.
         """
-        num_windows, _, dim = x.shape
-        x = x + self.drop_path(self.gamma_1 * self._attention(x, cross))
-
+        batch, height, width, dim = x.shape
         ws = self.window_size
-        x = x.transpose(1, 2).reshape(num_windows, dim, ws, ws)
+        pad_h, pad_w = (-height) % ws, (-width) % ws
+        top, left = (pad_h, pad_w) if pad_top_left else (0, 0)
+        rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
+        num_windows = batch * rows * cols
+        pads = (0, 0, left, pad_w - left, top, pad_h - top)
+        padded = bool(pad_h or pad_w)
+
+        qkv = self.qkv(self.norm1(x))
+        shortcut = x
+        if padded:
+            # A padded position holds zeros; norm1 maps them to its bias.
+            qkv_pad = self.qkv(self.norm1.bias)
+            qkv = torch.where(
+                _valid_mask(height, width, pad_h, pad_w, top, left,
+                            x.device), F.pad(qkv, pads), qkv_pad)
+            shortcut = F.pad(x, pads)
+        qkv = _partition(qkv, rows, cols, ws)
+        shortcut = _partition(shortcut, rows, cols, ws)
+        attn = self._attention(qkv, cross, num_windows)
+        if self.gamma_1 is not None:
+            attn = self.gamma_1 * attn
+        x = shortcut + self.drop_path(attn)
+
+        # (nW, ws*ws, C) -> (nW, C, ws, ws): a view in channels-last layout.
+        x = x.reshape(num_windows, ws, ws, dim).permute(0, 3, 1, 2)
         new_cross = None
         if self.dw_conv is not None:
             new_cross = self.dw_conv(x).flatten(2).transpose(1, 2)
         # The official block has no shortcut around ``local_conv``.
-        x = self.local_conv(x).flatten(2).transpose(1, 2)
+        x = self.local_conv(x).permute(0, 2, 3, 1)
+        x = x.reshape(batch, rows, cols, ws, ws, dim).permute(
+            0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, dim)
+        if padded:
+            x = x[:, top:top + height, left:left + width]
 
-        x = x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
-        return x, new_cross
+        mlp = self.mlp(self.norm2(x))
+        if self.gamma_2 is not None:
+            mlp = self.gamma_2 * mlp
+        if self.drop_path.drop_prob > 0. and self.training:
+            # One draw per window, as the official code drops on windows.
+            keep = 1 - self.drop_path.drop_prob
+            mask = x.new_empty(batch, rows, 1, cols, 1, 1).bernoulli_(keep)
+            mask = mask.div_(keep).expand(-1, -1, ws, -1, ws, -1).reshape(
+                batch, rows * ws, cols * ws, 1)
+            mlp = mlp * mask[:, top:top + height, left:left + width]
+        return x + mlp, new_cross
+
+    def switch_to_deploy(self) -> None:
+        """Fold ``gamma_1`` and ``gamma_2`` into ``proj`` and ``mlp.fc2``."""
+        for gamma, linear, name in ((self.gamma_1, self.proj, 'gamma_1'),
+                                    (self.gamma_2, self.mlp.fc2, 'gamma_2')):
+            if gamma is None:
+                continue
+            with torch.no_grad():
+                linear.weight.mul_(gamma[:, None])
+                linear.bias.mul_(gamma)
+            self.register_parameter(name, None)
+
+
+def _valid_mask(height: int, width: int, pad_h: int, pad_w: int, top: int,
+                left: int, device: torch.device) -> torch.Tensor:
+    """``(H + pad_h, W + pad_w, 1)`` bool map of the real positions."""
+    ys = torch.arange(height + pad_h, device=device)
+    xs = torch.arange(width + pad_w, device=device)
+    valid_y = (ys >= top) & (ys < top + height)
+    valid_x = (xs >= left) & (xs < left + width)
+    return (valid_y[:, None] & valid_x[None, :])[..., None]
 
 
 @contextlib.contextmanager
@@ -488,26 +650,16 @@ class FcaStage(BaseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks; ``downsample`` is called by the backbone."""
-        batch, dim, height, width = x.shape
-        ws = self.window_size
-        pad_h, pad_w = (-height) % ws, (-width) % ws
-        rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
+        # The blocks work on (B, H, W, C) maps: a view of a channels-last
+        # input, and the output is a channels-last (B, C, H, W) view.
+        x = x.permute(0, 2, 3, 1).contiguous()
         cross_tokens: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            top, left = (pad_h, pad_w) if i % 2 == 0 else (0, 0)
-            if pad_h or pad_w:
-                x = F.pad(x, (left, pad_w - left, top, pad_h - top))
-            # (B, C, rows*ws, cols*ws) -> (B*rows*cols, ws*ws, C)
-            tokens = x.reshape(batch, dim, rows, ws, cols, ws).permute(
-                0, 2, 4, 3, 5, 1).reshape(batch * rows * cols, ws * ws, dim)
             cross = torch.cat(cross_tokens, dim=1) if cross_tokens else None
-            tokens, new_cross = _run(block, self.with_cp, tokens, cross)
+            x, new_cross = _run(block, self.with_cp, x, cross, i % 2 == 0)
             if new_cross is not None:
                 cross_tokens.append(new_cross)
-            x = tokens.reshape(batch, rows, cols, ws, ws, dim).permute(
-                0, 5, 1, 3, 2, 4).reshape(batch, dim, rows * ws, cols * ws)
-            x = x[:, :, top:top + height, left:left + width]
-        return x
+        return x.permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------
