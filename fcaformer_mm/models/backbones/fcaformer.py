@@ -120,6 +120,34 @@ class ConvBN(nn.Sequential):
                     bias=False),
                 bn=nn.BatchNorm2d(out_channels)))
 
+    def switch_to_deploy(self) -> None:
+        """Fold ``bn`` (its running statistics) into ``c``, in place.
+
+        ``c`` gets a bias and ``bn`` is removed; a second call does nothing.
+        """
+        if not hasattr(self, 'bn'):
+            return
+        conv, bn = self.c, self.bn
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype)
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            fused.weight.copy_(conv.weight * scale[:, None, None, None])
+            fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        fused.weight.requires_grad_(conv.weight.requires_grad)
+        fused.bias.requires_grad_(conv.weight.requires_grad)
+        del self.bn
+        self.c = fused
+
 
 class Stem(BaseModule):
     """Two stride-2 Conv-BN layers with a GELU between them (stride 4).
@@ -198,6 +226,15 @@ class ConvNeXtBlock(BaseModule):
         if self.gamma is not None:
             x = self.gamma * x
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+    def switch_to_deploy(self) -> None:
+        """Fold ``gamma`` into ``pwconv2``."""
+        if self.gamma is None:
+            return
+        with torch.no_grad():
+            self.pwconv2.weight.mul_(self.gamma[:, None])
+            self.pwconv2.bias.mul_(self.gamma)
+        self.register_parameter('gamma', None)
 
 
 class Mlp(BaseModule):
@@ -751,6 +788,10 @@ class FcaFormer(BaseModule):
             memory at the cost of speed (needs torch >= 2.1). BatchNorm
             statistics are updated once per batch, as without it.
             Defaults to False.
+        channels_last (bool): Run the stages on channels-last maps (the
+            outputs are then channels-last too); the numbers are the same,
+            the depthwise convolutions and the FCA blocks are faster.
+            Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config. None
             gives the official initialisation (trunc-normal std 0.02 for
             Conv and Linear weights, zero biases, norms 1/0). A
@@ -828,6 +869,7 @@ class FcaFormer(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 channels_last: bool = True,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch_name = arch.lower() if isinstance(arch, str) else None
@@ -862,6 +904,8 @@ class FcaFormer(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.channels_last = channels_last
+        self.deployed = False
 
         rates = torch.linspace(
             0, drop_path_rate, sum(self.depths), device='cpu').tolist()
@@ -974,6 +1018,8 @@ class FcaFormer(BaseModule):
             raise ValueError(
                 f'FcaFormer expects (B, {self.in_channels}, H, W) images, got '
                 f'a tensor of shape {tuple(x.shape)}.')
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         outs = []
         last = self.out_indices[-1]
@@ -992,6 +1038,25 @@ class FcaFormer(BaseModule):
             outs.append(self.norm_head(x.mean(dim=(2, 3))))
         return tuple(outs)
 
+    def switch_to_deploy(self) -> FcaFormer:
+        """Fuse the model for inference, in place; returns ``self``.
+
+        Every Conv-BN is folded into one convolution (with the BatchNorm
+        running statistics), and the layer scales ``gamma``, ``gamma_1``,
+        ``gamma_2`` into the linear layer before them. The outputs in eval
+        mode stay the same (within float rounding); the state dict then has
+        the fused layout (``*.c.bias``, no ``*.bn.*``, no ``gamma*``), so
+        load checkpoints before the switch. Training a deployed model is
+        not supported. Calling it again does nothing.
+        """
+        if self.deployed:
+            return self
+        for module in list(self.modules()):
+            if module is not self and hasattr(module, 'switch_to_deploy'):
+                module.switch_to_deploy()
+        self.deployed = True
+        return self
+
     # --------------------------------------------------- freezing and modes
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
@@ -1009,6 +1074,13 @@ class FcaFormer(BaseModule):
     def train(self, mode: bool = True) -> FcaFormer:
         """Set the mode, keeping frozen stages (and BN if asked) in eval."""
         super().train(mode)
+        if mode and self.deployed:
+            print_log(
+                'FcaFormer.train() after switch_to_deploy(): the BatchNorm '
+                'layers and layer scales are fused; training is not '
+                'supported.',
+                logger='current',
+                level=logging.WARNING)
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
