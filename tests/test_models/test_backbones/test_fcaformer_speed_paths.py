@@ -1,0 +1,322 @@
+"""The fast paths of FcaFormer compute the same numbers as the plain ones.
+
+Fused attention (SDPA) against explicit matrix products, deployed (fused
+Conv-BN and layer scales) against the plain model, channels-last against
+contiguous maps, the cached attention mask against changing weights, and
+``torch.compile`` without graph breaks.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_fcaformer import (
+    TINY,
+    golden_cases,
+    seeded_input,
+    seeded_state_dict,
+    shapes_of,
+)
+
+from fcaformer_mm.models.backbones.fcaformer import FcaBlock, FcaFormer
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def seeded_model(**kwargs) -> FcaFormer:
+    # Seeded weights give non-trivial BN statistics, layer scales and
+    # attention biases, so that every fused quantity matters.
+    model = FcaFormer(TINY, **kwargs)
+    model.load_state_dict(seeded_state_dict(shapes_of(model), seed=3))
+    return model.eval()
+
+
+def assert_outputs_close(a, b, atol=1e-5):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+
+
+
+def run(model, x, grad=False):
+    if grad:
+        return model(x)
+    with torch.no_grad():
+        return model(x)
+
+
+# --------------------------------------------------------------------------
+# Golden outputs of the official code through every path
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('path', ['explicit', 'deploy', 'contiguous'])
+@pytest.mark.parametrize('index', range(4))
+def test_golden_outputs_through_each_path(path, index, monkeypatch):
+    golden = golden_cases()
+    case = golden['cases'][index]
+    kwargs = dict(case['kwargs'])
+    if path == 'contiguous':
+        kwargs['channels_last'] = False
+    model = FcaFormer(case['arch'], **kwargs).eval()
+    model.load_state_dict(
+        seeded_state_dict(shapes_of(model), golden['weight_seed']))
+    if path == 'explicit':
+        monkeypatch.setattr(FcaBlock, 'fused_attention', False)
+    if path == 'deploy':
+        model.switch_to_deploy()
+    outs = run(model, seeded_input(tuple(case['input_shape']),
+                                   case['input_seed']))
+    for out, expected in zip(outs, case['outputs']):
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# SDPA against explicit attention, also in training and in backward
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('size', [(64, 64), (61, 97), (96, 40)])
+def test_sdpa_matches_explicit(size, monkeypatch):
+    model = seeded_model()
+    x = seeded_input((2, 3, *size), seed=11)
+    fused = run(model, x)
+    monkeypatch.setattr(FcaBlock, 'fused_attention', False)
+    explicit = run(model, x)
+    assert_outputs_close(fused, explicit)
+
+
+def test_sdpa_matches_explicit_gradients(monkeypatch):
+    x = seeded_input((2, 3, 61, 75), seed=12)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(FcaBlock, 'fused_attention', fused)
+        model = seeded_model().train()
+        outs = model(x)
+        sum((o * o).mean() for o in outs).backward()
+        results.append({
+            n: p.grad
+            for n, p in model.named_parameters() if p.grad is not None
+        })
+    assert results[0].keys() == results[1].keys()
+    for name in results[0]:
+        torch.testing.assert_close(
+            results[0][name], results[1][name], rtol=1e-4, atol=1e-6,
+            msg=name)
+    assert 'layer_2.blocks.2.s_token_bias' in results[0]
+    assert 'layer_2.blocks.1.attention_biases' in results[0]
+
+
+def test_sdpa_matches_explicit_in_bfloat16(monkeypatch):
+    model = seeded_model()
+    x = seeded_input((1, 3, 64, 80), seed=13)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fused = run(model, x)
+        monkeypatch.setattr(FcaBlock, 'fused_attention', False)
+        explicit = run(model, x)
+    for a, b in zip(fused, explicit):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(
+            a.float(), b.float(), rtol=0, atol=0.1)
+
+
+# --------------------------------------------------------------------------
+# switch_to_deploy
+# --------------------------------------------------------------------------
+def test_deploy_same_outputs_and_idempotent():
+    model = seeded_model()
+    x = seeded_input((2, 3, 72, 56), seed=14)
+    before = run(model, x)
+    assert model.switch_to_deploy() is model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = run(model, x)
+    assert_outputs_close(before, fused, atol=1e-5)
+    model.switch_to_deploy()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+    assert_outputs_close(fused, run(model, x), atol=0)
+
+
+def test_deploy_is_explicit_and_fuses_everything():
+    model = seeded_model()
+    keys = model.state_dict().keys()
+    assert any('.bn.' in k for k in keys) and any('gamma' in k for k in keys)
+    model.eval()
+    assert not model.deployed
+    model.switch_to_deploy()
+    keys = model.state_dict().keys()
+    assert model.deployed
+    assert not any('.bn.' in k or 'gamma' in k for k in keys)
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert 'layer_2.blocks.0.local_conv.c.bias' in keys
+    assert 'patch_embed.seq.0.c.bias' in keys
+    assert 'layer_0.downsample.conv2.c.bias' in keys
+
+
+def test_deploy_with_frozen_stages_and_norm_eval():
+    model = seeded_model(frozen_stages=1, norm_eval=True)
+    x = seeded_input((1, 3, 64, 64), seed=15)
+    before = run(model, x)
+    model.switch_to_deploy()
+    assert_outputs_close(before, run(model.eval(), x), atol=1e-5)
+    assert not any(p.requires_grad for p in model.patch_embed.parameters())
+    assert all(p.requires_grad for p in model.layer_2.parameters())
+
+
+# --------------------------------------------------------------------------
+# channels-last
+# --------------------------------------------------------------------------
+def test_channels_last_same_outputs():
+    model = seeded_model()
+    plain = seeded_model(channels_last=False)
+    x = seeded_input((2, 3, 50, 70), seed=16)
+    fast = run(model, x)
+    slow = run(plain, x)
+    assert_outputs_close(fast, slow, atol=1e-5)
+    assert all(
+        o.is_contiguous(memory_format=torch.channels_last) for o in fast)
+    # A channels-last input gives the same numbers as a contiguous one.
+    assert_outputs_close(
+        fast,
+        run(model, x.contiguous(memory_format=torch.channels_last)),
+        atol=0)
+
+
+# --------------------------------------------------------------------------
+# The cached attention mask follows the weights
+# --------------------------------------------------------------------------
+def test_mask_cached_only_in_eval_without_grad():
+    model = seeded_model()
+    block = model.layer_2.blocks[2]
+    x = seeded_input((1, 3, 64, 64), seed=17)
+    run(model, x)
+    assert block._mask_cache is not None
+    mask = block._mask_cache[1]
+    run(model, x)
+    assert block._mask_cache[1] is mask
+    model.train()
+    assert block._mask_cache is None
+    model(x)
+    assert block._mask_cache is None
+    model.eval()
+    model(x)  # grad enabled
+    assert block._mask_cache is None
+
+
+def test_mask_cache_invalidated_by_weight_changes():
+    model = seeded_model()
+    x = seeded_input((1, 3, 64, 64), seed=18)
+    reference = copy.deepcopy(model)
+    run(model, x)  # fill the caches
+
+    # load_state_dict
+    new_state = seeded_state_dict(shapes_of(model), seed=4)
+    model.load_state_dict(new_state)
+    reference.load_state_dict(new_state)
+    for block in reference.layer_2.blocks:
+        block._mask_cache = None
+    assert_outputs_close(run(model, x), run(reference, x), atol=0)
+
+    # in-place parameter updates, as an optimiser step does
+    with torch.no_grad():
+        for m in (model, reference):
+            for block in m.layer_2.blocks:
+                block.attention_biases.add_(0.5)
+                if block.num_cross:
+                    block.s_token_bias.mul_(-2)
+    for block in reference.layer_2.blocks:
+        block._mask_cache = None
+    assert_outputs_close(run(model, x), run(reference, x), atol=0)
+
+    # a real optimiser step after training
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sum(o.sum() for o in model(x)).backward()
+    opt.step()
+    model.eval()
+    fresh = copy.deepcopy(model)
+    for block in fresh.layer_2.blocks:
+        block._mask_cache = None
+    assert_outputs_close(run(model, x), run(fresh, x), atol=0)
+
+
+def test_mask_cache_follows_dtype_and_parameter_replacement():
+    model = seeded_model()
+    block = model.layer_2.blocks[1]
+    x = seeded_input((1, 3, 64, 64), seed=19)
+    run(model, x)
+    old = block._mask_cache[1]
+    block.attention_biases = torch.nn.Parameter(
+        block.attention_biases.detach() + 1)
+    assert not torch.equal(block.attention_mask(), old)
+    assert block.attention_mask(torch.bfloat16).dtype == torch.bfloat16
+    model.double()
+    with torch.no_grad():
+        outs = model(x.double())
+    assert all(o.dtype == torch.float64 for o in outs)
+
+
+def test_mask_shape_and_contents():
+    block = seeded_model().layer_2.blocks[2]
+    mask = block.attention_mask()
+    tokens = block.window_size**2
+    assert mask.shape == (1, block.num_heads, tokens,
+                          tokens + block.num_cross)
+    idxs = block.attention_bias_idxs
+    torch.testing.assert_close(mask[0, :, :, :tokens],
+                               block.attention_biases[:, idxs])
+    torch.testing.assert_close(
+        mask[0, :, 5, tokens:], block.s_token_bias[0, :, 0])
+    assert 'attention_bias_idxs' not in block.state_dict()
+
+
+# --------------------------------------------------------------------------
+# with_cp and drop path still work on the fast paths
+# --------------------------------------------------------------------------
+def test_with_cp_and_drop_path_on_fast_path():
+    x = seeded_input((2, 3, 61, 75), seed=20)
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(5)
+        model = seeded_model(with_cp=with_cp, drop_path_rate=0.5).train()
+        outs = model(x)
+        sum((o * o).mean() for o in outs).backward()
+        results.append(([o.detach() for o in outs], {
+            n: p.grad
+            for n, p in model.named_parameters() if p.grad is not None
+        }))
+    assert_outputs_close(results[0][0], results[1][0], atol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(
+            grad, results[1][1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------
+# torch.compile
+# --------------------------------------------------------------------------
+def test_compile_without_graph_breaks():
+    model = seeded_model()
+    x = seeded_input((1, 3, 61, 75), seed=23)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    with torch.no_grad():
+        assert_outputs_close(compiled(x), run(model, x), atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_compile_training_step_without_graph_breaks():
+    model = seeded_model(drop_path_rate=0.1).train()
+    x = seeded_input((2, 3, 64, 64), seed=24)
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    outs = compiled(x)
+    sum(o.mean() for o in outs).backward()
+    assert model.layer_2.blocks[1].attention_biases.grad is not None
+    torch._dynamo.reset()
