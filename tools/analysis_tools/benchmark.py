@@ -1,0 +1,824 @@
+#!/usr/bin/env python3
+"""Speed and memory of FcaFormer against ConvNeXt-T and Swin-T, in one run.
+
+Measured for each model, all models interleaved (round-robin within every
+repetition, so that a change of machine load affects all of them alike):
+
+latency
+    Inference time of one image (batch 1), eval mode, no autograd.
+throughput
+    Inference time of a batch of ``--batch`` images; images per second.
+train
+    One training step on ``--train-batch`` images: forward, backward of the
+    sum of the output means (backbones) or of the model's losses (whole
+    models), AdamW step.
+compiled
+    Latency of ``torch.compile(model)`` (compilation time is reported apart
+    and not counted).
+memory
+    Peak memory of one training step, also with ``with_cp=True``. On CUDA
+    ``torch.cuda.max_memory_allocated`` above what is allocated before the
+    step; on the CPU the rise of the peak resident set size during the step
+    (``VmHWM``, reset through ``/proc/self/clear_refs``), measured in a
+    fresh process per model.
+
+Every timing is done in fp32 and in mixed precision (``--precisions``:
+``bf16`` is autocast on CPU or GPU, ``fp16`` autocast with a gradient
+scaler, CUDA only), after ``--warmup`` untimed calls, and summarised by its
+median and minimum over ``--repeats`` calls; ratios are medians over the
+median of the reference model (``--reference``, ConvNeXt-T by default) and,
+when it is measured, of the official FcaFormer.
+
+Models (``--models``):
+
+``fcaformer``
+    This package's ``FcaFormer`` L2 dense backbone (the official dense
+    configuration: outputs of widths 96, 192, 384, 768).
+``fcaformer-deploy``
+    The same after ``switch_to_deploy()`` (inference only).
+``official``
+    The official ``FcaFormer_SH_512`` L2, loaded from a local checkout of
+    ``hkzhang-git/FcaFormer`` given by ``--official-path`` (its
+    ``semantic-segmentation/backbone/fcaformer.py``, imported with stand-ins
+    for the mmcv 1.x, mmseg 0.x and timm helpers it imports); left out
+    without that option.
+``convnext-t``, ``swin-t``
+    mmpretrain's ConvNeXt-T and Swin-T, all four stages out.
+
+With ``--configs``, whole models are built from the configs as well (in
+their default scope, tensor path: ``_forward``) and the backbone is swapped
+for each of the other models under the same neck and heads (all give the
+widths 96, 192, 384, 768). Training steps of whole models are supported for
+mmseg segmentors (random labels).
+
+Examples:
+    python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
+        --size 512 512 --repeats 7 --json bench.json --plot bench.png
+    python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
+        --official-path /path/to/FcaFormer \\
+        --configs configs/upernet_fcaformer_l2_ade20k.py \\
+        --metrics latency train
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import ctypes
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
+               'swin-t')
+METRICS = ('latency', 'throughput', 'train', 'compiled', 'memory')
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+#: FcaFormer-L2 as in the official dense configs.
+L2 = dict(
+    dims=[96, 192, 320, 480],
+    depths=[2, 2, 7, 2],
+    num_heads=[0, 0, 10, 15],
+    seg_head_dims=[96, 192, 384, 768])
+OFFICIAL_FILE = Path('semantic-segmentation', 'backbone', 'fcaformer.py')
+
+
+# --------------------------------------------------------------------------
+# The official model, imported from a local checkout
+# --------------------------------------------------------------------------
+def _stand_ins() -> dict[str, types.ModuleType]:
+    """Modules the official file imports, reduced to what it uses."""
+    from fcaformer_mm.models.backbones.fcaformer import DropPath
+
+    def module(name: str, **attrs) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        return mod
+
+    class _Registry:
+
+        def register_module(self, *args, **kwargs):
+            return lambda cls: cls
+
+    def trunc_normal_(tensor, mean=0., std=1., a=-2., b=2.):
+        return nn.init.trunc_normal_(tensor, mean, std, a, b)
+
+    def to_2tuple(x):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError('not available in the benchmark')
+
+    mods = {
+        'timm': module('timm'),
+        'timm.models': module('timm.models'),
+        'timm.models.layers': module(
+            'timm.models.layers',
+            trunc_normal_=trunc_normal_,
+            DropPath=DropPath,
+            to_2tuple=to_2tuple),
+        'timm.models.registry': module(
+            'timm.models.registry', register_model=lambda fn: fn),
+        'mmcv_custom': module('mmcv_custom', load_checkpoint=unavailable),
+        'mmseg': module('mmseg'),
+        'mmseg.utils': module('mmseg.utils', get_root_logger=unavailable),
+        'mmseg.models': module('mmseg.models'),
+        'mmseg.models.builder': module(
+            'mmseg.models.builder', BACKBONES=_Registry()),
+    }
+    try:
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        mods['matplotlib'] = module('matplotlib')
+        mods['matplotlib.pyplot'] = module('matplotlib.pyplot')
+    return mods
+
+
+def load_official(path: str | Path) -> type:
+    """``FcaFormer_SH_512`` of a local checkout of the official code.
+
+    The stand-in modules are put in ``sys.modules`` only while the file is
+    executed; the real mmseg, if installed, is untouched afterwards.
+    """
+    root = Path(path)
+    file = root / OFFICIAL_FILE if root.is_dir() else root
+    if not file.is_file():
+        raise FileNotFoundError(
+            f'{file} not found: --official-path must be a checkout of '
+            f'hkzhang-git/FcaFormer (or its {OFFICIAL_FILE}).')
+    stand_ins = _stand_ins()
+    saved = {name: sys.modules.get(name) for name in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            '_official_fcaformer_dense', file)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = value
+    return mod.FcaFormer_SH_512
+
+
+class OfficialBackbone(nn.Module):
+    """The official dense L2 behind an OpenMMLab-style interface."""
+
+    official_cls: type | None = None
+
+    def __init__(self, drop_path_rate: float = 0., with_cp: bool = False,
+                 **kwargs) -> None:
+        super().__init__()
+        if self.official_cls is None:
+            raise RuntimeError('load_official() first')
+        # The official model has no activation checkpointing.
+        self.model = self.official_cls(drop_path_rate=drop_path_rate, **L2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(x))
+
+    def init_weights(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------
+def backbone_cfg(name: str, with_cp: bool = False,
+                 drop_path_rate: float = 0.) -> dict:
+    """Config of a backbone, usable in any OpenMMLab scope."""
+    if name in ('fcaformer', 'fcaformer-deploy'):
+        return dict(
+            type='fcaformer_mm.FcaFormer',
+            arch='l2',
+            out_indices=(0, 1, 2, 3),
+            out_channels=(96, 192, 384, 768),
+            drop_path_rate=drop_path_rate,
+            with_cp=with_cp)
+    if name == 'official':
+        return dict(
+            type=OfficialBackbone,
+            drop_path_rate=drop_path_rate,
+            with_cp=with_cp)
+    if name == 'convnext-t':
+        return dict(
+            type='mmpretrain.ConvNeXt',
+            arch='tiny',
+            out_indices=(0, 1, 2, 3),
+            drop_path_rate=drop_path_rate,
+            gap_before_final_norm=False,
+            with_cp=with_cp)
+    if name == 'swin-t':
+        return dict(
+            type='mmpretrain.SwinTransformer',
+            arch='tiny',
+            img_size=224,
+            out_indices=(0, 1, 2, 3),
+            # Needed for inputs under 224x224 only (tests); no effect above.
+            pad_small_map=True,
+            drop_path_rate=drop_path_rate,
+            with_cp=with_cp)
+    raise ValueError(f'Unknown model {name!r}; choose from {MODEL_NAMES}.')
+
+
+def _import_hosts() -> None:
+    import mmpretrain.models  # noqa: F401
+
+    import fcaformer_mm  # noqa: F401
+
+
+def build_backbone(name: str, with_cp: bool = False) -> nn.Module:
+    from mmengine.registry import MODELS
+
+    _import_hosts()
+    cfg = backbone_cfg(name, with_cp)
+    model = MODELS.build(cfg)
+    if hasattr(model, 'init_weights'):
+        model.init_weights()
+    return model
+
+
+def build_whole(config: str, name: str,
+                with_cp: bool = False) -> tuple[nn.Module, str]:
+    """The config's model with the backbone of ``name``."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.utils import import_modules_from_strings
+
+    _import_hosts()
+    cfg = Config.fromfile(config)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg['custom_imports'])
+    scope = cfg.get('default_scope') or 'mmengine'
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    old = model_cfg.backbone
+    model_cfg.backbone = backbone_cfg(
+        name, with_cp, drop_path_rate=old.get('drop_path_rate', 0.))
+    # SyncBN needs a process group; BN computes the same on one process.
+    cfg_text = json.dumps(model_cfg, default=repr)
+    if 'SyncBN' in cfg_text:
+        _replace_syncbn(model_cfg)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(model_cfg)
+    return model, scope
+
+
+def _replace_syncbn(cfg) -> None:
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+        for value in cfg.values():
+            _replace_syncbn(value)
+    elif isinstance(cfg, list):
+        for value in cfg:
+            _replace_syncbn(value)
+
+
+class Subject:
+    """One model to measure, with the calls that the metrics time."""
+
+    def __init__(self, label: str, name: str, model: nn.Module,
+                 scope: str | None) -> None:
+        self.label = label
+        self.name = name
+        self.model = model
+        self.scope = scope
+        self.compiled: nn.Module | None = None
+        self.compile_s: float | None = None
+        self.optimizer = None
+        self.scaler = None
+
+    @property
+    def trainable(self) -> bool:
+        return self.name != 'fcaformer-deploy' and (
+            self.scope in (None, 'mmseg'))
+
+    def infer(self, x: torch.Tensor, compiled: bool = False):
+        model = self.compiled if compiled else self.model
+        if self.scope is None:
+            return model(x)
+        if self.scope == 'mmdet':
+            return model._forward(x, _det_samples(x))
+        return model._forward(x)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scope is None:
+            return sum(o.float().mean() for o in self.model(x))
+        losses = self.model.loss(x, _seg_samples(x))
+        return sum(v for k, v in losses.items()
+                   if 'loss' in k and isinstance(v, torch.Tensor))
+
+
+def _det_samples(x: torch.Tensor) -> list:
+    from mmdet.structures import DetDataSample
+
+    shape = tuple(x.shape[-2:])
+    return [
+        DetDataSample(
+            metainfo=dict(
+                img_shape=shape,
+                ori_shape=shape,
+                pad_shape=shape,
+                batch_input_shape=shape,
+                scale_factor=(1., 1.))) for _ in range(x.shape[0])
+    ]
+
+
+def _seg_samples(x: torch.Tensor) -> list:
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    shape = tuple(x.shape[-2:])
+    gen = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(x.shape[0]):
+        sample = SegDataSample(
+            metainfo=dict(
+                img_shape=shape, ori_shape=shape, pad_shape=shape))
+        label = torch.randint(0, 150, (1, *shape), generator=gen)
+        sample.gt_sem_seg = PixelData(data=label.to(x.device))
+        samples.append(sample)
+    return samples
+
+
+def make_subjects(args: argparse.Namespace) -> list[Subject]:
+    subjects = []
+    sources: list[tuple[str | None, str]] = [(None, 'backbone')]
+    sources += [(c, Path(c).stem) for c in args.configs]
+    for config, where in sources:
+        for name in args.models:
+            label = name if config is None else f'{where}/{name}'
+            if config is None:
+                model, scope = build_backbone(name), None
+            else:
+                model, scope = build_whole(config, name)
+            if name == 'fcaformer-deploy':
+                model.eval()
+                backbone = getattr(model, 'backbone', model)
+                backbone.switch_to_deploy()
+            subjects.append(
+                Subject(label, name, model.to(args.device), scope))
+    return subjects
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+def autocast(device: str, precision: str):
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _train_step(subject: Subject, x: torch.Tensor, device: str,
+                precision: str) -> None:
+    model = subject.model
+    if subject.optimizer is None:
+        subject.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-6)
+        if precision == 'fp16':
+            subject.scaler = torch.amp.GradScaler(device)
+    with autocast(device, precision):
+        loss = subject.loss(x)
+    if subject.scaler is not None:
+        subject.scaler.scale(loss).backward()
+        subject.scaler.step(subject.optimizer)
+        subject.scaler.update()
+    else:
+        loss.backward()
+        subject.optimizer.step()
+    subject.optimizer.zero_grad(set_to_none=True)
+
+
+def time_round_robin(subjects: Sequence[Subject],
+                     call: Callable[[Subject], None], warmup: int,
+                     repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds of ``call(subject)``, interleaved over the subjects."""
+    for subject in subjects:
+        for _ in range(warmup):
+            call(subject)
+    synchronize(device)
+    times: dict[str, list[float]] = {s.label: [] for s in subjects}
+    for _ in range(repeats):
+        for subject in subjects:
+            synchronize(device)
+            start = time.perf_counter()
+            call(subject)
+            synchronize(device)
+            times[subject.label].append(time.perf_counter() - start)
+    return times
+
+
+def _images(batch: int, size: Sequence[int], device: str,
+            seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *size, generator=gen).to(device)
+
+
+def measure_times(subjects: list[Subject], metric: str, precision: str,
+                  args: argparse.Namespace) -> dict[str, dict]:
+    device = args.device
+    if metric == 'train':
+        chosen = [s for s in subjects if s.trainable]
+        x = _images(args.train_batch, args.size, device)
+        for s in chosen:
+            s.model.train()
+            s.optimizer = s.scaler = None
+
+        def call(s: Subject) -> None:
+            _train_step(s, x, device, precision)
+
+        grad = contextlib.nullcontext()
+    else:
+        chosen = list(subjects)
+        batch = args.batch if metric == 'throughput' else 1
+        x = _images(batch, args.size, device)
+        for s in chosen:
+            s.model.eval()
+            if metric == 'compiled' and s.compiled is None:
+                s.compiled = torch.compile(s.model, mode=args.compile_mode)
+                start = time.perf_counter()
+                with torch.no_grad(), autocast(device, precision):
+                    s.infer(x, compiled=True)
+                s.compile_s = time.perf_counter() - start
+
+        def call(s: Subject) -> None:
+            with autocast(device, precision):
+                s.infer(x, compiled=metric == 'compiled')
+
+        grad = torch.no_grad()
+    if not chosen:
+        return {}
+    with grad:
+        times = time_round_robin(chosen, call, args.warmup, args.repeats,
+                                 device)
+    for s in chosen:
+        s.optimizer = s.scaler = None
+        s.model.eval()
+    batch = args.train_batch if metric == 'train' else (
+        args.batch if metric == 'throughput' else 1)
+    out = {}
+    for s in chosen:
+        ms = [t * 1e3 for t in times[s.label]]
+        median = statistics.median(ms)
+        entry = dict(
+            median_ms=median,
+            min_ms=min(ms),
+            times_ms=ms,
+            batch=batch,
+            images_per_s=batch / median * 1e3)
+        if metric == 'compiled':
+            entry['compile_s'] = s.compile_s
+        out[s.label] = entry
+    return out
+
+
+def add_ratios(results: dict[str, dict], reference: str) -> None:
+    """``ratio_to_<ref>``: median over the reference's median, per source."""
+    for label, entry in results.items():
+        prefix = label.rsplit('/', 1)[0] + '/' if '/' in label else ''
+        for ref in (reference, 'official'):
+            ref_entry = results.get(prefix + ref)
+            if ref_entry is not None:
+                entry[f'ratio_to_{ref}'] = (
+                    entry['median_ms'] / ref_entry['median_ms'])
+
+
+# --------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def _release_free_heap() -> None:
+    """Give freed heap memory back to the system (glibc), so that the
+    resident set size before the step holds live memory only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+
+
+def peak_step_memory(subject: Subject, batch: int, size: Sequence[int],
+                     device: str, precision: str) -> dict:
+    """Peak memory of one training step above what was held before it."""
+    x = _images(batch, size, device)
+    subject.model.train()
+    if device.startswith('cuda'):
+        _train_step(subject, x, device, precision)  # optimizer state
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        _train_step(subject, x, device, precision)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return dict(peak_mib=(peak - before) / 2**20,
+                    peak_total_mib=peak / 2**20, method='cuda_allocator')
+    _train_step(subject, x, device, precision)  # optimizer state
+    gc.collect()
+    _release_free_heap()
+    before = _status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current RSS
+    _train_step(subject, x, device, precision)
+    peak = _status_kib('VmHWM')
+    return dict(peak_mib=(peak - before) / 1024, peak_total_mib=peak / 1024,
+                method='cpu_vmhwm')
+
+
+def measure_memory(args: argparse.Namespace) -> list[dict]:
+    """Peak training memory of every model, with and without with_cp."""
+    rows = []
+    sources: list[str | None] = [None] + list(args.configs)
+    for config in sources:
+        for name in args.models:
+            if name in ('fcaformer-deploy', 'official') and (
+                    name != 'official' or args.official_path is None):
+                continue
+            for with_cp in (False, True):
+                if name == 'official' and with_cp:
+                    continue  # the official model has no with_cp
+                for precision in args.precisions:
+                    row = dict(
+                        model=name,
+                        source=config or 'backbone',
+                        with_cp=with_cp,
+                        precision=precision,
+                        batch=args.train_batch,
+                        size=list(args.size))
+                    row.update(_memory_of(args, name, config, with_cp,
+                                          precision))
+                    rows.append(row)
+    return rows
+
+
+def _memory_of(args, name, config, with_cp, precision) -> dict:
+    if args.device.startswith('cuda'):
+        return _memory_child(args, name, config, with_cp, precision)
+    # A fresh process per measurement keeps other models' memory out.
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()), '--memory-child',
+        json.dumps(
+            dict(
+                name=name,
+                config=config,
+                with_cp=with_cp,
+                precision=precision,
+                batch=args.train_batch,
+                size=list(args.size),
+                device=args.device,
+                threads=args.threads,
+                official_path=args.official_path))
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
+    if proc.returncode != 0 or not lines:
+        return dict(error=(proc.stderr or proc.stdout)[-2000:])
+    return json.loads(lines[-1])
+
+
+def _memory_child(args, name, config, with_cp, precision) -> dict:
+    if config is None:
+        model, scope = build_backbone(name, with_cp), None
+    else:
+        model, scope = build_whole(config, name, with_cp)
+    subject = Subject(name, name, model.to(args.device), scope)
+    try:
+        return peak_step_memory(subject, args.train_batch, args.size,
+                                args.device, precision)
+    finally:
+        del subject, model
+        if args.device.startswith('cuda'):
+            torch.cuda.empty_cache()
+
+
+def memory_child_main(spec: str) -> int:
+    opts = json.loads(spec)
+    torch.set_num_threads(opts['threads'])
+    if opts['official_path']:
+        OfficialBackbone.official_cls = load_official(opts['official_path'])
+    args = argparse.Namespace(
+        device=opts['device'],
+        train_batch=opts['batch'],
+        size=opts['size'])
+    result = _memory_child(args, opts['name'], opts['config'],
+                           opts['with_cp'], opts['precision'])
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+def machine_state() -> dict:
+    state = dict(
+        time=time.strftime('%Y-%m-%d %H:%M:%S'),
+        cpus=os.cpu_count(),
+    )
+    with contextlib.suppress(OSError):
+        state['loadavg'] = list(os.getloadavg())
+    return state
+
+
+def format_table(report: dict) -> str:
+    lines = []
+    ref = report['meta']['reference']
+    for key, results in report['times'].items():
+        metric, precision = key.split('/')
+        lines.append(f'\n{metric} ({precision}), '
+                     f'size {report["meta"]["size"]}')
+        head = f'{"model":<44}{"median ms":>11}{"min ms":>10}{"img/s":>9}'
+        head += f'{"x " + ref:>14}{"x official":>12}'
+        lines.append(head)
+        for label, e in results.items():
+            r1 = e.get(f'ratio_to_{ref}')
+            r2 = e.get('ratio_to_official')
+            row = (f'{label:<44}{e["median_ms"]:>11.1f}{e["min_ms"]:>10.1f}'
+                   f'{e["images_per_s"]:>9.2f}')
+            row += f'{r1:>14.2f}' if r1 is not None else f'{"-":>14}'
+            row += f'{r2:>12.2f}' if r2 is not None else f'{"-":>12}'
+            if e.get('compile_s') is not None:
+                row += f'  (compile {e["compile_s"]:.0f} s)'
+            lines.append(row)
+    if report.get('memory'):
+        lines.append('\npeak training-step memory (MiB above the model)')
+        for m in report['memory']:
+            value = (f'{m["peak_mib"]:.0f}'
+                     if 'peak_mib' in m else 'error: ' + m['error'][-80:])
+            lines.append(f'{m["source"]}/{m["model"]:<30} with_cp='
+                         f'{m["with_cp"]!s:<6}{m["precision"]:<6}'
+                         f'batch {m["batch"]}  {value}')
+    return '\n'.join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    keys = list(report['times'])
+    fig, axes = plt.subplots(
+        1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 4),
+        squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        results = report['times'][key]
+        labels = list(results)
+        ax.barh(labels, [results[k]['median_ms'] for k in labels])
+        ax.set_title(key)
+        ax.set_xlabel('median ms')
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Benchmark FcaFormer against ConvNeXt-T and Swin-T.')
+    parser.add_argument(
+        '--models', nargs='+', default=None, choices=MODEL_NAMES,
+        help='models to measure (default: all; official only with '
+        '--official-path)')
+    parser.add_argument(
+        '--official-path', default=None,
+        help='local checkout of hkzhang-git/FcaFormer, to include the '
+        'official implementation')
+    parser.add_argument(
+        '--configs', nargs='*', default=[],
+        help='configs of whole models; each is also built with the other '
+        'backbones under the same heads')
+    parser.add_argument(
+        '--metrics', nargs='+', default=list(METRICS), choices=METRICS)
+    parser.add_argument(
+        '--precisions', nargs='+', default=None, choices=PRECISIONS,
+        help='default: fp32 bf16 on CPU, fp32 fp16 bf16 on CUDA')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--threads', type=int, default=None,
+        help='intra-op CPU threads (torch.set_num_threads)')
+    parser.add_argument(
+        '--size', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--batch', type=int, default=8,
+                        help='batch of the throughput metric')
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--reference', default='convnext-t',
+                        choices=MODEL_NAMES)
+    parser.add_argument('--compile-mode', default=None,
+                        help='mode of torch.compile')
+    parser.add_argument('--json', default=None, help='write the results')
+    parser.add_argument('--plot', default=None, help='write a PNG plot')
+    parser.add_argument('--memory-child', default=None,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        return args
+    if args.models is None:
+        args.models = [
+            m for m in MODEL_NAMES
+            if m != 'official' or args.official_path is not None
+        ]
+    if 'official' in args.models and args.official_path is None:
+        parser.error('the official model needs --official-path')
+    if args.precisions is None:
+        args.precisions = (['fp32', 'bf16'] if args.device == 'cpu' else
+                           ['fp32', 'fp16', 'bf16'])
+    if 'fp16' in args.precisions and not args.device.startswith('cuda'):
+        parser.error('fp16 mixed precision is measured on CUDA only')
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error('--repeats must be >= 1 and --warmup >= 0')
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.official_path:
+        OfficialBackbone.official_cls = load_official(args.official_path)
+    torch.manual_seed(0)
+    report: dict = dict(
+        meta=dict(
+            torch=torch.__version__,
+            python=platform.python_version(),
+            device=args.device,
+            device_name=(torch.cuda.get_device_name(args.device)
+                         if args.device.startswith('cuda') else
+                         platform.processor() or platform.machine()),
+            threads=torch.get_num_threads(),
+            size=list(args.size),
+            batch=args.batch,
+            train_batch=args.train_batch,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            reference=args.reference,
+            models=list(args.models),
+            configs=list(args.configs),
+            metrics=list(args.metrics),
+            precisions=list(args.precisions),
+            official_path=args.official_path,
+            machine_before=machine_state()),
+        times={},
+        memory=[])
+    timed = [m for m in args.metrics if m != 'memory']
+    if timed:
+        subjects = make_subjects(args)
+        for metric in timed:
+            for precision in args.precisions:
+                results = measure_times(subjects, metric, precision, args)
+                add_ratios(results, args.reference)
+                report['times'][f'{metric}/{precision}'] = results
+        del subjects
+    if 'memory' in args.metrics:
+        report['memory'] = measure_memory(args)
+    report['meta']['machine_after'] = machine_state()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.memory_child is not None:
+        return memory_child_main(args.memory_child)
+    report = run(args)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+        print(f'\nwrote {args.json}')
+    if args.plot:
+        plot(report, args.plot)
+        print(f'wrote {args.plot}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
