@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--crop', type=int, default=64, help='training crop side '
         '(default: 64)')
     parser.add_argument(
-        '--batch', type=int, default=4, help='images per iteration '
-        '(default: 4; at least 2, for the BatchNorm of the pooling branch)')
+        '--batch', type=int, default=2, help='images per iteration '
+        '(default: 2, the least for the BatchNorm of the pooling branch)')
     parser.add_argument(
         '--lr', type=float, default=1e-3, help='AdamW lr of the head; the '
         "backbone's decays layer by layer (default: 1e-3)")

@@ -104,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ep.setup_tta(cfg)
     ep.setup_out(cfg, args.out)
 
-    check_dataset_layout(cfg)
+    try:
+        check_dataset_layout(cfg)
+    except FileNotFoundError as err:
+        # The message says what is missing and how to fix it.
+        raise SystemExit(f'FileNotFoundError: {err}') from None
     if args.cpu:
         init_cpu_dist(args.launcher, **cfg.env_cfg.get('dist_cfg', {}))
     runner = ep.build_runner(cfg)
