@@ -297,8 +297,6 @@ class FcaBlock(BaseModule):
     windows, attends inside every window and crops back, computing exactly
     what the official block computes on padded windows, with less work:
 
-    - the padded positions hold zeros, so ``norm1`` gives them
-      ``norm1.bias`` and their ``qkv`` is one vector, computed once;
     - the MLP runs on the real positions only: its outputs at padded
       positions are cropped away by the official code;
     - attention goes through :func:`torch.nn.functional.
@@ -435,7 +433,8 @@ class FcaBlock(BaseModule):
         return mask
 
     def train(self, mode: bool = True) -> FcaBlock:
-        self._mask_cache = None
+        if mode:
+            self._mask_cache = None
         return super().train(mode)
 
     def _apply(self, *args, **kwargs):
@@ -508,17 +507,13 @@ class FcaBlock(BaseModule):
         pads = (0, 0, left, pad_w - left, top, pad_h - top)
         padded = bool(pad_h or pad_w)
 
-        qkv = self.qkv(self.norm1(x))
-        shortcut = x
         if padded:
-            # A padded position holds zeros; norm1 maps them to its bias.
-            qkv_pad = self.qkv(self.norm1.bias)
-            qkv = torch.where(
-                _valid_mask(height, width, pad_h, pad_w, top, left,
-                            x.device), F.pad(qkv, pads), qkv_pad)
-            shortcut = F.pad(x, pads)
-        qkv = _partition(qkv, rows, cols, ws)
-        shortcut = _partition(shortcut, rows, cols, ws)
+            x = F.pad(x, pads)
+        shortcut = _partition(x, rows, cols, ws)
+        # Projecting the padded windows costs less than padding the
+        # projections of the real positions: the 3C-wide qkv would need
+        # a pad and a partition copy of its own.
+        qkv = self.qkv(self.norm1(shortcut))
         attn = self._attention(qkv, cross, num_windows)
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn
@@ -560,14 +555,6 @@ class FcaBlock(BaseModule):
             self.register_parameter(name, None)
 
 
-def _valid_mask(height: int, width: int, pad_h: int, pad_w: int, top: int,
-                left: int, device: torch.device) -> torch.Tensor:
-    """``(H + pad_h, W + pad_w, 1)`` bool map of the real positions."""
-    ys = torch.arange(height + pad_h, device=device)
-    xs = torch.arange(width + pad_w, device=device)
-    valid_y = (ys >= top) & (ys < top + height)
-    valid_x = (xs >= left) & (xs < left + width)
-    return (valid_y[:, None] & valid_x[None, :])[..., None]
 
 
 @contextlib.contextmanager
