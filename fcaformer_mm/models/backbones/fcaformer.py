@@ -505,7 +505,8 @@ class FcaBlock(BaseModule):
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
         num_windows = batch * rows * cols
         pads = (0, 0, left, pad_w - left, top, pad_h - top)
-        padded = bool(pad_h or pad_w)
+        # A traced graph (ONNX export) must pad whatever the example size.
+        padded = bool(pad_h or pad_w) or torch.jit.is_tracing()
 
         if padded:
             x = F.pad(x, pads)
