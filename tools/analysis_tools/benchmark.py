@@ -457,7 +457,10 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
         for s in chosen:
             s.model.eval()
             if metric == 'compiled' and s.compiled is None:
-                s.compiled = torch.compile(s.model, mode=args.compile_mode)
+                s.compiled = torch.compile(
+                    s.model,
+                    mode=args.compile_mode,
+                    backend=args.compile_backend)
                 start = time.perf_counter()
                 with torch.no_grad(), autocast(device, precision):
                     s.infer(x, compiled=True)
@@ -735,6 +738,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         choices=MODEL_NAMES)
     parser.add_argument('--compile-mode', default=None,
                         help='mode of torch.compile')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='backend of torch.compile')
     parser.add_argument('--json', default=None, help='write the results')
     parser.add_argument('--plot', default=None, help='write a PNG plot')
     parser.add_argument('--memory-child', default=None,
