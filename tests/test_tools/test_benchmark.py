@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-TOOL = Path(__file__).parents[2] / 'tools' / 'analysis_tools' / 'benchmark.py'
-CONFIG = Path(__file__).parents[2] / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
+ROOT = Path(__file__).parents[2]
+TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
+CONFIG = ROOT / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
 
 
 @pytest.fixture(scope='module')
