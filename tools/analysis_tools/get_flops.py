@@ -68,7 +68,7 @@ FULL_COUNTER_NAMES = {
 }
 #: Operators of the full count for batched matrix products, such as those of
 #: attention (``q @ k``, ``attn @ v``); linear layers are not among them.
-MATMUL_OPS = ('matmul', 'bmm', 'einsum')
+MATMUL_OPS = ('matmul', 'bmm', 'einsum', 'scaled_dot_product_attention')
 
 
 # --------------------------------------------------------------------------
@@ -269,11 +269,28 @@ def count_full_macs(model: nn.Module,
                      "'auto', 'mmengine', 'torch'.")
 
 
+def _sdpa_macs(inputs: list, outputs: list) -> int:
+    """MACs of ``aten::scaled_dot_product_attention`` for FlopAnalyzer.
+
+    FlopAnalyzer has no handle for the fused attention kernel; without one,
+    the attention matmuls it replaces would silently count nothing. With
+    ``q`` of shape ``(..., L, E)``, ``k`` ``(..., S, E)`` and ``v``
+    ``(..., S, Ev)``: ``L*S*E`` for the logits plus ``L*S*Ev`` for the
+    weighted sum, per batch element and head.
+    """
+    from mmengine.analysis.jit_handles import get_shape
+    q_shape, k_shape, v_shape = (get_shape(v) for v in inputs[:3])
+    batch = int(np.prod(q_shape[:-2]))
+    length, source = q_shape[-2], k_shape[-2]
+    return batch * length * source * (q_shape[-1] + v_shape[-1])
+
+
 def _count_mmengine(wrapper: nn.Module,
                     inputs: torch.Tensor) -> tuple[int, str, Counter]:
     from mmengine.analysis import FlopAnalyzer
 
     analyzer = FlopAnalyzer(wrapper, (inputs, ))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', _sdpa_macs)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
@@ -551,7 +568,8 @@ def format_report(result: dict) -> str:
         f'  counter: {result["full_counter"]}',
         '  by operator: ' + ', '.join(
             f'{k} {g(v)}' for k, v in result['full_macs_by_op'].items()),
-        f'  of which matmul/bmm/einsum: {g(result["matmul_macs"])}',
+        f'  of which matmul/bmm/einsum/attention: '
+        f'{g(result["matmul_macs"])}',
         'One multiply-add is one MAC. Full minus nn-only is not only the '
         'attention matmuls: the two also count norms, biases and '
         'activations differently.',
