@@ -1,0 +1,137 @@
+"""Tests of tools/deployment/export_onnx.py (onnx and onnxruntime needed)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+ROOT = Path(__file__).parents[2]
+TOOL = ROOT / 'tools' / 'deployment' / 'export_onnx.py'
+CONFIG = ROOT / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
+TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('fca_export_onnx', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(deploy: bool = False) -> FcaFormer:
+    torch.manual_seed(0)
+    model = FcaFormer(TINY)
+    with torch.no_grad():
+        # Non-trivial statistics and biases, so that all of them matter.
+        for name, tensor in model.state_dict().items():
+            if 'running_var' in name:
+                tensor.uniform_(0.5, 1.5)
+            elif 'running_mean' in name or name.endswith(
+                    ('bias', 'gamma_1', 'gamma_2', 'gamma', 'biases')):
+                tensor.normal_(0, 0.3)
+    model.eval()
+    if deploy:
+        model.switch_to_deploy()
+    return model
+
+
+@pytest.mark.parametrize('size', [(1, 1), (2, 2), (3, 3), (6, 6), (2, 5),
+                                  (1, 4)])
+@pytest.mark.parametrize('shape', [(13, 13), (16, 24), (7, 31), (6, 6)])
+def test_sliced_pool_equals_adaptive_pool(tool, size, shape):
+    x = torch.randn(2, 5, *shape)
+    expected = nn.AdaptiveAvgPool2d(size)(x)
+    got = tool.SlicedAdaptiveAvgPool2d(size)(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_make_exportable_swaps_every_adaptive_pool(tool):
+    model = nn.Sequential(
+        nn.AdaptiveAvgPool2d(3),
+        nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d((2, 1))))
+    assert tool.make_exportable(model) == 2
+    assert not any(
+        isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules())
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+def test_backbone_dynamic_sizes(tool, tmp_path, deploy):
+    model = tiny_model(deploy)
+    module = tool.TensorPath(model, 'backbone').eval()
+    path = str(tmp_path / 'tiny.onnx')
+    # 224x224 fills whole windows in stages 2 and 3: the trace must still
+    # hold the padding that other sizes need.
+    names = tool.export(module, path, (224, 224), opset=17)
+    assert names == ['out0', 'out1', 'out2', 'out3']
+    checks = tool.verify(module, path, [(1, 3, 224, 224), (2, 3, 61, 97),
+                                        (1, 3, 130, 64)])
+    for check in checks:
+        assert check['shapes_match'], check
+        assert check['max_abs_diff'] <= 1e-4, check
+    assert checks[1]['output_shapes'][0] == [2, 16, 16, 25]
+
+
+def test_cli_backbone_json(tool, tmp_path):
+    out = tmp_path / 'l1.onnx'
+    report = tmp_path / 'report.json'
+    status = tool.main([
+        '--arch', 'l1', '--out', str(out), '--shape', '64', '64', '--verify',
+        '--verify-shapes', '1x64x64', '1x45x70', '--json', str(report),
+        '--deploy'
+    ])
+    assert status == 0
+    result = json.loads(report.read_text())
+    assert result['passed'] and result['kind'] == 'backbone'
+    assert result['deploy'] is True
+    assert [c['input_shape'] for c in result['checks']] == [[1, 3, 64, 64],
+                                                          [1, 3, 45, 70]]
+    assert all(c['max_abs_diff'] <= 1e-3 for c in result['checks'])
+
+
+def test_upernet_segmentor_dynamic_sizes(tool, tmp_path):
+    pytest.importorskip('mmseg')
+    out = tmp_path / 'upernet.onnx'
+    report = tmp_path / 'report.json'
+    status = tool.main([
+        str(CONFIG), '--out', str(out), '--shape', '64', '64', '--verify',
+        '--verify-shapes', '1x64x64', '2x77x50', '--json', str(report)
+    ])
+    result = json.loads(report.read_text())
+    assert status == 0, result
+    assert result['kind'] == 'segmentor'
+    assert result['outputs'] == ['seg_logits']
+    assert result['sliced_adaptive_pools'] == 4  # UPerHead: 1, 2, 3, 6
+    shapes = [c['output_shapes'][0] for c in result['checks']]
+    assert shapes == [[1, 150, 16, 16], [2, 150, 20, 13]]
+    assert all(c['max_abs_diff'] <= 1e-3 for c in result['checks'])
+
+
+def test_backbone_only_of_a_config(tool, tmp_path):
+    out = tmp_path / 'backbone.onnx'
+    report = tmp_path / 'report.json'
+    status = tool.main([
+        str(CONFIG), '--backbone-only', '--out', str(out), '--shape', '64',
+        '64', '--verify', '--verify-shapes', '1x50x70', '--json',
+        str(report)
+    ])
+    result = json.loads(report.read_text())
+    assert status == 0 and result['kind'] == 'backbone'
+    assert result['checks'][0]['output_shapes'][3] == [1, 768, 2, 3]
