@@ -91,7 +91,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import fcaformer_mm  # noqa: F401  (registers into the hosts)
     from fcaformer_mm.datasets.checks import check_dataset_layout
     from fcaformer_mm.utils import entrypoint as ep
-    from fcaformer_mm.utils.cpu import init_cpu_dist, to_cpu_config
+    from fcaformer_mm.utils.cpu import (
+        check_cpu_device,
+        init_cpu_dist,
+        to_cpu_config,
+    )
+
+    if args.cpu:
+        check_cpu_device()
 
     cfg = ep.load_config(args.config, args.cfg_options, args.work_dir,
                          args.launcher)

@@ -23,7 +23,7 @@ from mmengine.config import Config, ConfigDict
 
 __all__ = [
     'SYNC_BN_TYPES', 'AMP_ONLY_KEYS', 'to_cpu_config', 'init_cpu_dist',
-    'hide_gpus'
+    'hide_gpus', 'check_cpu_device'
 ]
 
 #: Norm layer types that synchronise over processes; all become ``BN``.
@@ -156,6 +156,23 @@ def hide_gpus() -> None:
     imported, so this must run before that import to take effect.
     """
     os.environ['CUDA_VISIBLE_DEVICES'] = ''
+
+
+def check_cpu_device() -> None:
+    """Stop if mmengine already chose an accelerator.
+
+    mmengine chooses its device when ``mmengine.device`` is first imported;
+    the tools run as scripts hide the GPUs before that (see
+    :func:`hide_gpus`).
+
+    Raises:
+        SystemExit: If mmengine's device is not ``'cpu'``.
+    """
+    from mmengine.device import get_device
+    if get_device() != 'cpu':
+        raise SystemExit(
+            f'--cpu: mmengine already uses the device {get_device()!r}; '
+            'set CUDA_VISIBLE_DEVICES= before starting Python.')
 
 
 def init_cpu_dist(launcher: str, **dist_cfg: Any) -> None:
