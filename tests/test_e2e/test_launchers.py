@@ -1,6 +1,7 @@
-"""End to end on the CPU: a 2-process run over gloo through
-``tools/dist_train.sh``, a run under mmseg's own training tool, and the
-clear errors of ``--amp`` on the CPU and of AMP configs without ``--cpu``."""
+"""End to end on the CPU: 2-process runs over gloo through
+``tools/dist_train.sh`` and ``tools/dist_test.sh``, a run under mmseg's own
+training tool, and the clear errors of ``--amp`` on the CPU, of AMP configs
+without ``--cpu`` and of a missing dataset."""
 from __future__ import annotations
 
 import shutil
@@ -39,6 +40,15 @@ def test_dist_train_two_processes_gloo(ade_root, tmp_path):
     assert "dist_cfg: {'backend': 'gloo'" in log
     assert 'MMDistributedDataParallel' in log
     assert (work_dir / 'iter_2.pth').is_file()
+
+    # And the test over the two processes: each sees one of the two images.
+    env['PORT'] = str(free_port())
+    proc = run(['bash', TOOLS / 'dist_test.sh', SEG_CONFIG,
+                work_dir / 'iter_2.pth', 2, '--cpu', '--work-dir',
+                tmp_path / 'dist_test'] + options(**opts),
+               cwd=tmp_path, env=env)
+    assert 'GPU number: 2' in proc.stdout
+    assert 'mIoU:' in proc.stdout
 
 
 def _mmseg_tool(name: str) -> Path:
