@@ -81,6 +81,10 @@ def test_backbones_all_timed_metrics(bench, tmp_path):
             results['convnext-t']['median_ms'])
         if metric == 'compiled':
             assert all(e['compile_s'] > 0 for e in results.values())
+            eager = report['times'][key.replace('compiled', 'latency')]
+            entry = results['fcaformer']
+            assert entry['ratio_to_convnext-t_eager'] == pytest.approx(
+                entry['median_ms'] / eager['convnext-t']['median_ms'])
     assert report['memory'] == []
     assert (tmp_path / 'bench.png').stat().st_size > 0
 

@@ -68,6 +68,7 @@ import ctypes
 import gc
 import importlib.util
 import json
+import logging
 import os
 import platform
 import statistics
@@ -247,8 +248,23 @@ def build_backbone(name: str, with_cp: bool = False) -> nn.Module:
     cfg = backbone_cfg(name, with_cp)
     model = MODELS.build(cfg)
     if hasattr(model, 'init_weights'):
-        model.init_weights()
+        with _quiet_logs():
+            model.init_weights()
     return model
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """Hide mmengine's per-parameter initialisation report."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def build_whole(config: str, name: str,
@@ -508,6 +524,22 @@ def add_ratios(results: dict[str, dict], reference: str) -> None:
                     entry['median_ms'] / ref_entry['median_ms'])
 
 
+def add_eager_ratios(times: dict[str, dict], reference: str) -> None:
+    """``ratio_to_<ref>_eager`` of compiled entries: over the eager latency
+    of the reference (same precision, same source), when both were run."""
+    for key, results in times.items():
+        metric, precision = key.split('/')
+        eager = times.get(f'latency/{precision}')
+        if metric != 'compiled' or eager is None:
+            continue
+        for label, entry in results.items():
+            prefix = label.rsplit('/', 1)[0] + '/' if '/' in label else ''
+            ref_entry = eager.get(prefix + reference)
+            if ref_entry is not None:
+                entry[f'ratio_to_{reference}_eager'] = (
+                    entry['median_ms'] / ref_entry['median_ms'])
+
+
 # --------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------
@@ -665,6 +697,9 @@ def format_table(report: dict) -> str:
                    f'{e["images_per_s"]:>9.2f}')
             row += f'{r1:>14.2f}' if r1 is not None else f'{"-":>14}'
             row += f'{r2:>12.2f}' if r2 is not None else f'{"-":>12}'
+            eager = e.get(f'ratio_to_{ref}_eager')
+            if eager is not None:
+                row += f'  ({eager:.2f} x eager {ref})'
             if e.get('compile_s') is not None:
                 row += f'  (compile {e["compile_s"]:.0f} s)'
             lines.append(row)
@@ -801,6 +836,7 @@ def run(args: argparse.Namespace) -> dict:
                 results = measure_times(subjects, metric, precision, args)
                 add_ratios(results, args.reference)
                 report['times'][f'{metric}/{precision}'] = results
+        add_eager_ratios(report['times'], args.reference)
         del subjects
     if 'memory' in args.metrics:
         report['memory'] = measure_memory(args)
