@@ -833,6 +833,8 @@ def run(args: argparse.Namespace) -> dict:
         subjects = make_subjects(args)
         for metric in timed:
             for precision in args.precisions:
+                print(f'[{time.strftime("%H:%M:%S")}] {metric} {precision}',
+                      file=sys.stderr, flush=True)
                 results = measure_times(subjects, metric, precision, args)
                 add_ratios(results, args.reference)
                 report['times'][f'{metric}/{precision}'] = results
