@@ -482,9 +482,18 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
                     s.infer(x, compiled=True)
                 s.compile_s = time.perf_counter() - start
 
+        if metric == 'compiled':
+            # The eager reference runs in the same round-robin, so that
+            # the compiled-over-eager ratio sees the same machine load.
+            chosen += [
+                Subject(f'{s.label} (eager)', s.name, s.model, s.scope)
+                for s in subjects if s.name == args.reference
+            ]
+
         def call(s: Subject) -> None:
             with autocast(device, precision):
-                s.infer(x, compiled=metric == 'compiled')
+                compiled = metric == 'compiled' and s.compiled is not None
+                s.infer(x, compiled=compiled)
 
         grad = torch.no_grad()
     if not chosen:
@@ -526,15 +535,17 @@ def add_ratios(results: dict[str, dict], reference: str) -> None:
 
 def add_eager_ratios(times: dict[str, dict], reference: str) -> None:
     """``ratio_to_<ref>_eager`` of compiled entries: over the eager latency
-    of the reference (same precision, same source), when both were run."""
+    of the reference timed in the same round-robin (same precision, same
+    source)."""
     for key, results in times.items():
         metric, precision = key.split('/')
-        eager = times.get(f'latency/{precision}')
-        if metric != 'compiled' or eager is None:
+        if metric != 'compiled':
             continue
+        eager = times.get(f'latency/{precision}', {})
         for label, entry in results.items():
             prefix = label.rsplit('/', 1)[0] + '/' if '/' in label else ''
-            ref_entry = eager.get(prefix + reference)
+            ref_entry = results.get(f'{prefix}{reference} (eager)',
+                                    eager.get(prefix + reference))
             if ref_entry is not None:
                 entry[f'ratio_to_{reference}_eager'] = (
                     entry['median_ms'] / ref_entry['median_ms'])
