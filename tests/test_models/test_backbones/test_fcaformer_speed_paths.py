@@ -19,6 +19,7 @@ from test_fcaformer import (
     shapes_of,
 )
 
+from fcaformer_mm.models.backbones import fcaformer as fcaformer_module
 from fcaformer_mm.models.backbones.fcaformer import FcaBlock, FcaFormer
 
 
@@ -56,7 +57,8 @@ def run(model, x, grad=False):
 # --------------------------------------------------------------------------
 # Golden outputs of the official code through every path
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize('path', ['explicit', 'deploy', 'contiguous'])
+@pytest.mark.parametrize(
+    'path', ['explicit', 'deploy', 'contiguous', 'whole-mlp', 'small-chunks'])
 @pytest.mark.parametrize('index', range(4))
 def test_golden_outputs_through_each_path(path, index, monkeypatch):
     golden = golden_cases()
@@ -71,6 +73,10 @@ def test_golden_outputs_through_each_path(path, index, monkeypatch):
         monkeypatch.setattr(FcaBlock, 'fused_attention', False)
     if path == 'deploy':
         model.switch_to_deploy()
+    if path == 'whole-mlp':
+        monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 0)
+    if path == 'small-chunks':
+        monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
     outs = run(model, seeded_input(tuple(case['input_shape']),
                                    case['input_seed']))
     for out, expected in zip(outs, case['outputs']):
@@ -122,6 +128,71 @@ def test_sdpa_matches_explicit_in_bfloat16(monkeypatch):
         assert a.dtype == b.dtype
         torch.testing.assert_close(
             a.float(), b.float(), rtol=0, atol=0.1)
+
+
+# --------------------------------------------------------------------------
+# MLPs in chunks at inference
+# --------------------------------------------------------------------------
+def _fc1_rows(model, x):
+    """Outputs, and the rows of every call of an MLP's first layer."""
+    rows = []
+    fc1s = [m.pwconv1 for m in model.modules() if hasattr(m, 'pwconv1')]
+    fc1s += [m.fc1 for m in model.modules() if hasattr(m, 'fc1')]
+    handles = [
+        fc1.register_forward_hook(lambda mod, inp, out: rows.append(
+            inp[0].numel() // mod.in_features)) for fc1 in fc1s
+    ]
+    try:
+        outs = run(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs, rows
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 64, 10**6])
+def test_mlp_chunks_match_whole_mlp(chunk, monkeypatch):
+    model = seeded_model()
+    x = seeded_input((2, 3, 61, 97), seed=14)
+    monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 0)
+    whole, whole_rows = _fc1_rows(model, x)
+    monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', chunk)
+    chunked, chunked_rows = _fc1_rows(model, x)
+    assert_outputs_close(chunked, whole, atol=1e-5)
+    # The chunked path ran: the same rows, in calls of at most `chunk`.
+    assert sum(chunked_rows) == sum(whole_rows)
+    assert max(chunked_rows) <= chunk
+    assert (len(chunked_rows) > len(whole_rows)) == (chunk < max(whole_rows))
+
+
+def test_mlp_chunks_only_without_autograd(monkeypatch):
+    monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
+    model = seeded_model()
+    x = seeded_input((1, 3, 64, 64), seed=15)
+    # Training mode and autograd take the plain path: whole fc1 calls.
+    for mode, grad in ((True, False), (False, True)):
+        model.train(mode)
+        calls = []
+        hook = model.layer_0.blocks[0].pwconv1.register_forward_hook(
+            lambda mod, inp, out: calls.append(inp[0].shape))
+        with torch.set_grad_enabled(grad):
+            model(x)
+        hook.remove()
+        assert calls == [torch.Size([1, 16, 16, model.layer_0.blocks[0]
+                                     .pwconv1.in_features])]
+
+
+def test_mlp_chunks_in_bfloat16_autocast(monkeypatch):
+    model = seeded_model()
+    x = seeded_input((1, 3, 64, 80), seed=16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 0)
+        whole = run(model, x)
+        monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
+        chunked = run(model, x)
+    for a, b in zip(chunked, whole):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=0.1)
 
 
 # --------------------------------------------------------------------------
