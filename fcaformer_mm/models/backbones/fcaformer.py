@@ -336,6 +336,66 @@ def _mlp_in_chunks(x: torch.Tensor,
     return out
 
 
+def _is_exporting() -> bool:
+    """Whether the forward is being traced by TorchScript (ONNX export)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+_WINDOW_INDEX_CACHE: OrderedDict = OrderedDict()
+_WINDOW_INDEX_CACHE_SIZE = 32
+
+
+def _compute_window_indices(batch: int, height: int, width: int, ws: int,
+                            top: int, left: int,
+                            device: torch.device) -> tuple[torch.Tensor, ...]:
+    rows, cols = -(-(height + top) // ws), -(-(width + left) // ws)
+    ys = torch.arange(rows * ws, device=device) - top
+    xs = torch.arange(cols * ws, device=device) - left
+    valid = (((ys >= 0) & (ys < height))[:, None]
+             & ((xs >= 0) & (xs < width))[None, :])
+    position = ys[:, None] * width + xs[None, :]
+    offsets = torch.arange(batch, device=device)[:, None, None] * (
+        height * width)
+    sentinel = batch * height * width
+    index = torch.where(valid[None], position[None] + offsets, sentinel)
+    to_windows = index.reshape(batch, rows, ws, cols, ws).permute(
+        0, 1, 3, 2, 4).reshape(-1)
+    to_map = torch.empty(
+        sentinel + 1, dtype=to_windows.dtype, device=device)
+    to_map[to_windows] = torch.arange(to_windows.numel(), device=device)
+    return to_windows, to_map[:sentinel]
+
+
+def _window_indices(batch: int, height: int, width: int, ws: int, top: int,
+                    left: int,
+                    device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Row indices between a map and its zero-padded windows.
+
+    For a ``(B, H, W)`` map padded by ``top`` rows and ``left`` columns
+    (and at the other sides up to whole ``ws`` windows), returns:
+
+    - ``to_windows`` ``(num_windows * ws * ws, )``: for each position of the
+      windows (row-major windows of row-major positions, image by image),
+      its row in the flattened ``(B * H * W, C)`` map, or ``B * H * W`` for a
+      padded position (a zero row appended to the map);
+    - ``to_map`` ``(B * H * W, )``: for each map position, its row in the
+      flattened windows.
+
+    So padding and window partition are one ``index_select``, and so is
+    cropping back. Kept for the last few sizes outside of compilation.
+    """
+    key = (batch, height, width, ws, top, left, device)
+    if torch.compiler.is_compiling():
+        return _compute_window_indices(*key)
+    found = _WINDOW_INDEX_CACHE.get(key)
+    if found is None:
+        found = _compute_window_indices(*key)
+        _WINDOW_INDEX_CACHE[key] = found
+        while len(_WINDOW_INDEX_CACHE) > _WINDOW_INDEX_CACHE_SIZE:
+            _WINDOW_INDEX_CACHE.popitem(last=False)
+    return found
+
+
 def _partition(x: torch.Tensor, rows: int, cols: int,
                ws: int) -> torch.Tensor:
     """``(B, rows*ws, cols*ws, C)`` -> ``(B*rows*cols, ws*ws, C)`` windows."""
@@ -353,6 +413,13 @@ class FcaBlock(BaseModule):
 
     - the MLP runs on the real positions only: its outputs at padded
       positions are cropped away by the official code;
+    - ``norm1`` and ``qkv`` run on the real positions and on one zero row,
+      which stands for every padded position; padding, window partition
+      and cropping back are each one ``index_select``
+      (see :func:`_window_indices`), the explicit pad and partition being
+      kept for ONNX export;
+    - in inference the MLPs run in chunks of rows
+      (:data:`INFERENCE_MLP_CHUNK`);
     - attention goes through :func:`torch.nn.functional.
       scaled_dot_product_attention` with the position bias and
       ``s_token_bias`` as an additive mask (see :meth:`attention_mask`);
@@ -558,17 +625,26 @@ class FcaBlock(BaseModule):
         top, left = (pad_h, pad_w) if pad_top_left else (0, 0)
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
         num_windows = batch * rows * cols
-        pads = (0, 0, left, pad_w - left, top, pad_h - top)
-        # A traced graph (ONNX export) must pad whatever the example size.
-        padded = bool(pad_h or pad_w) or torch.jit.is_tracing()
-
-        if padded:
-            x = F.pad(x, pads)
-        shortcut = _partition(x, rows, cols, ws)
-        # Projecting the padded windows costs less than padding the
-        # projections of the real positions: the 3C-wide qkv would need
-        # a pad and a partition copy of its own.
-        qkv = self.qkv(self.norm1(shortcut))
+        exporting = _is_exporting()
+        if exporting:
+            # A traced graph must pad whatever the example size: explicit
+            # pad and partition, with sizes the tracer records.
+            pads = (0, 0, left, pad_w - left, top, pad_h - top)
+            shortcut = _partition(F.pad(x, pads), rows, cols, ws)
+            qkv = self.qkv(self.norm1(shortcut))
+        else:
+            # A zero-padded position has ``norm1(0) = norm1.bias`` and the
+            # same ``qkv`` everywhere: project the real positions and one
+            # zero row, then pad and partition both by one index_select.
+            to_windows, to_map = _window_indices(batch, height, width, ws,
+                                                 top, left, x.device)
+            flat = x.reshape(-1, dim)
+            zero = flat.new_zeros(1, dim)
+            shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
+            shortcut = shortcut.view(num_windows, ws * ws, dim)
+            qkv = self.qkv(torch.cat((self.norm1(flat), self.norm1(zero))))
+            qkv = qkv.index_select(0, to_windows).view(
+                num_windows, ws * ws, 3 * dim)
         attn = self._attention(qkv, cross, num_windows)
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn
@@ -581,10 +657,13 @@ class FcaBlock(BaseModule):
             new_cross = self.dw_conv(x).flatten(2).transpose(1, 2)
         # The official block has no shortcut around ``local_conv``.
         x = self.local_conv(x).permute(0, 2, 3, 1)
-        x = x.reshape(batch, rows, cols, ws, ws, dim).permute(
-            0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, dim)
-        if padded:
+        if exporting:
+            x = x.reshape(batch, rows, cols, ws, ws, dim).permute(
+                0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, dim)
             x = x[:, top:top + height, left:left + width]
+        else:
+            x = x.reshape(-1, dim).index_select(0, to_map).view(
+                batch, height, width, dim)
 
         if _fast_inference(self):
             mlp = self.norm2(x)

@@ -131,6 +131,77 @@ def test_sdpa_matches_explicit_in_bfloat16(monkeypatch):
 
 
 # --------------------------------------------------------------------------
+# Padding and window partition by index_select
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('size', [(5, 7), (14, 14), (15, 29), (3, 3)])
+@pytest.mark.parametrize('top_left', [True, False])
+def test_window_indices_match_pad_and_partition(size, top_left):
+    batch, (height, width), ws, dim = 2, size, 7, 3
+    pad_h, pad_w = (-height) % ws, (-width) % ws
+    top, left = (pad_h, pad_w) if top_left else (0, 0)
+    x = torch.arange(1, batch * height * width * dim + 1,
+                     dtype=torch.float32).view(batch, height, width, dim)
+    padded = torch.nn.functional.pad(
+        x, (0, 0, left, pad_w - left, top, pad_h - top))
+    rows, cols = padded.shape[1] // ws, padded.shape[2] // ws
+    expected = fcaformer_module._partition(padded, rows, cols, ws)
+
+    to_windows, to_map = fcaformer_module._window_indices(
+        batch, height, width, ws, top, left, x.device)
+    flat = x.reshape(-1, dim)
+    got = torch.cat((flat, flat.new_zeros(1, dim))).index_select(
+        0, to_windows)
+    assert torch.equal(got.view_as(expected), expected)
+    # Back from the windows to the map: every real position exactly once.
+    assert torch.equal(got.index_select(0, to_map), flat)
+    assert to_map.unique().numel() == batch * height * width
+
+
+def test_window_index_cache_is_bounded():
+    cache = fcaformer_module._WINDOW_INDEX_CACHE
+    cache.clear()
+    for height in range(1, 2 * fcaformer_module._WINDOW_INDEX_CACHE_SIZE):
+        fcaformer_module._window_indices(1, height, 3, 7, 0, 0,
+                                         torch.device('cpu'))
+    assert len(cache) == fcaformer_module._WINDOW_INDEX_CACHE_SIZE
+    again = fcaformer_module._window_indices(1, height, 3, 7, 0, 0,
+                                             torch.device('cpu'))
+    assert again is cache[(1, height, 3, 7, 0, 0, torch.device('cpu'))]
+
+
+@pytest.mark.parametrize('size', [(64, 64), (61, 97)])
+def test_indexed_windows_match_explicit_padding(size, monkeypatch):
+    x = seeded_input((2, 3, *size), seed=17)
+    model = seeded_model()
+    indexed = run(model, x)
+    monkeypatch.setattr(fcaformer_module, '_is_exporting', lambda: True)
+    explicit = run(model, x)
+    assert_outputs_close(indexed, explicit, atol=1e-5)
+
+
+def test_indexed_windows_match_explicit_padding_gradients(monkeypatch):
+    x = seeded_input((2, 3, 61, 75), seed=18)
+    results = []
+    for exporting in (False, True):
+        monkeypatch.setattr(fcaformer_module, '_is_exporting',
+                            lambda exporting=exporting: exporting)
+        model = seeded_model().train()
+        outs = model(x)
+        sum((o * o).mean() for o in outs).backward()
+        results.append({
+            n: p.grad
+            for n, p in model.named_parameters() if p.grad is not None
+        })
+    assert results[0].keys() == results[1].keys()
+    for name in results[0]:
+        torch.testing.assert_close(
+            results[0][name], results[1][name], rtol=1e-4, atol=1e-6,
+            msg=name)
+    # The zero rows of the padding reach norm1's bias through qkv.
+    assert results[0]['layer_2.blocks.0.norm1.bias'].abs().sum() > 0
+
+
+# --------------------------------------------------------------------------
 # MLPs in chunks at inference
 # --------------------------------------------------------------------------
 def _fc1_rows(model, x):
