@@ -2,8 +2,10 @@
 
 Fused attention (SDPA) against explicit matrix products, deployed (fused
 Conv-BN and layer scales) against the plain model, channels-last against
-contiguous maps, the cached attention mask against changing weights, and
-``torch.compile`` without graph breaks.
+contiguous maps, padding and window partition by index_select against
+explicit padding, MLPs in chunks and oneDNN linear layers at inference
+against the training code path, the cached attention mask against changing
+weights, and ``torch.compile`` without graph breaks.
 """
 from __future__ import annotations
 
@@ -57,8 +59,10 @@ def run(model, x, grad=False):
 # --------------------------------------------------------------------------
 # Golden outputs of the official code through every path
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    'path', ['explicit', 'deploy', 'contiguous', 'whole-mlp', 'small-chunks'])
+@pytest.mark.parametrize('path', [
+    'explicit', 'deploy', 'contiguous', 'whole-mlp', 'small-chunks',
+    'no-onednn', 'reference'
+])
 @pytest.mark.parametrize('index', range(4))
 def test_golden_outputs_through_each_path(path, index, monkeypatch):
     golden = golden_cases()
@@ -77,6 +81,10 @@ def test_golden_outputs_through_each_path(path, index, monkeypatch):
         monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 0)
     if path == 'small-chunks':
         monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
+    if path == 'no-onednn':
+        monkeypatch.setattr(fcaformer_module, 'ONEDNN_LINEAR', False)
+    if path == 'reference':
+        monkeypatch.setattr(fcaformer_module, 'FAST_INFERENCE', False)
     outs = run(model, seeded_input(tuple(case['input_shape']),
                                    case['input_seed']))
     for out, expected in zip(outs, case['outputs']):
@@ -204,53 +212,95 @@ def test_indexed_windows_match_explicit_padding_gradients(monkeypatch):
 # --------------------------------------------------------------------------
 # MLPs in chunks at inference
 # --------------------------------------------------------------------------
-def _fc1_rows(model, x):
-    """Outputs, and the rows of every call of an MLP's first layer."""
-    rows = []
-    fc1s = [m.pwconv1 for m in model.modules() if hasattr(m, 'pwconv1')]
-    fc1s += [m.fc1 for m in model.modules() if hasattr(m, 'fc1')]
-    handles = [
-        fc1.register_forward_hook(lambda mod, inp, out: rows.append(
-            inp[0].numel() // mod.in_features)) for fc1 in fc1s
-    ]
+def _linear_calls(model, x, monkeypatch):
+    """Outputs, and (rows, gelu) of every ``_linear`` call."""
+    calls = []
+    real = fcaformer_module._linear
+
+    def spy(x, weight, bias=None, gelu=False):
+        calls.append((x.numel() // x.shape[-1], gelu))
+        return real(x, weight, bias, gelu)
+
+    monkeypatch.setattr(fcaformer_module, '_linear', spy)
     try:
         outs = run(model, x)
     finally:
-        for h in handles:
-            h.remove()
-    return outs, rows
+        monkeypatch.setattr(fcaformer_module, '_linear', real)
+    return outs, [rows for rows, gelu in calls if gelu]
 
 
-@pytest.mark.parametrize('chunk', [1, 7, 64, 10**6])
-def test_mlp_chunks_match_whole_mlp(chunk, monkeypatch):
+@pytest.mark.parametrize('chunk', [0, 1, 7, 64, 10**6])
+def test_mlp_chunks_match_reference(chunk, monkeypatch):
     model = seeded_model()
     x = seeded_input((2, 3, 61, 97), seed=14)
+    monkeypatch.setattr(fcaformer_module, 'FAST_INFERENCE', False)
+    reference = run(model, x)
+    monkeypatch.setattr(fcaformer_module, 'FAST_INFERENCE', True)
     monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 0)
-    whole, whole_rows = _fc1_rows(model, x)
+    _, whole_rows = _linear_calls(model, x, monkeypatch)
     monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', chunk)
-    chunked, chunked_rows = _fc1_rows(model, x)
-    assert_outputs_close(chunked, whole, atol=1e-5)
-    # The chunked path ran: the same rows, in calls of at most `chunk`.
+    chunked, chunked_rows = _linear_calls(model, x, monkeypatch)
+    assert_outputs_close(chunked, reference, atol=1e-5)
+    # The MLPs (the 4 ConvNeXt and 4 FCA blocks of TINY) ran on the same
+    # rows, in calls of at most `chunk` rows (whole with 0).
+    assert len(whole_rows) == 8
     assert sum(chunked_rows) == sum(whole_rows)
-    assert max(chunked_rows) <= chunk
-    assert (len(chunked_rows) > len(whole_rows)) == (chunk < max(whole_rows))
+    if chunk:
+        assert max(chunked_rows) <= chunk
+    assert (len(chunked_rows) > 8) == (0 < chunk < max(whole_rows))
 
 
-def test_mlp_chunks_only_without_autograd(monkeypatch):
-    monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
+def test_inference_paths_only_without_autograd(monkeypatch):
     model = seeded_model()
     x = seeded_input((1, 3, 64, 64), seed=15)
-    # Training mode and autograd take the plain path: whole fc1 calls.
-    for mode, grad in ((True, False), (False, True)):
+    pwconv1 = model.layer_0.blocks[0].pwconv1
+    for mode, grad, plain in ((True, False, True), (False, True, True),
+                              (False, False, False)):
         model.train(mode)
         calls = []
-        hook = model.layer_0.blocks[0].pwconv1.register_forward_hook(
+        hook = pwconv1.register_forward_hook(
             lambda mod, inp, out: calls.append(inp[0].shape))
         with torch.set_grad_enabled(grad):
             model(x)
         hook.remove()
-        assert calls == [torch.Size([1, 16, 16, model.layer_0.blocks[0]
-                                     .pwconv1.in_features])]
+        # The plain path calls the module on the whole map; inference
+        # uses its weights in fcaformer_mm's own MLP.
+        expected = [torch.Size([1, 16, 16, pwconv1.in_features])]
+        assert calls == (expected if plain else []), (mode, grad)
+
+
+@pytest.mark.skipif(fcaformer_module._ONEDNN_LINEAR_OP is None,
+                    reason='this PyTorch build has no oneDNN linear')
+@pytest.mark.parametrize('shape', [(7, 5), (2, 49, 32), (300, 96)])
+@pytest.mark.parametrize('gelu', [False, True])
+@pytest.mark.parametrize('bias', [False, True])
+def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen)
+    weight = torch.randn(24, shape[-1], generator=gen) * 0.1
+    b = torch.randn(24, generator=gen) if bias else None
+    expected = torch.nn.functional.linear(x.double(), weight.double(),
+                                          None if b is None else b.double())
+    if gelu:
+        expected = torch.nn.functional.gelu(expected)
+    used = []
+    op = fcaformer_module._ONEDNN_LINEAR_OP
+    monkeypatch.setattr(fcaformer_module, '_ONEDNN_LINEAR_OP',
+                        lambda *a: used.append(1) or op(*a))
+    with torch.no_grad():
+        got = fcaformer_module._linear(x, weight, b, gelu)
+    assert used == [1]
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
+    # Not with autograd, under autocast or for other dtypes.
+    for context, tensor in ((torch.enable_grad(), x),
+                            (torch.autocast('cpu', dtype=torch.bfloat16), x),
+                            (torch.no_grad(), x.double())):
+        with context:
+            fcaformer_module._linear(tensor, weight.to(tensor.dtype),
+                                     None if b is None else
+                                     b.to(tensor.dtype), gelu)
+    assert used == [1]
 
 
 def test_mlp_chunks_in_bfloat16_autocast(monkeypatch):
