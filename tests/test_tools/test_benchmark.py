@@ -91,6 +91,33 @@ def test_backbones_all_timed_metrics(bench, tmp_path):
     assert (tmp_path / 'bench.png').stat().st_size > 0
 
 
+def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
+    from fcaformer_mm.models.backbones import fcaformer
+
+    seen = []
+    real = fcaformer._linear
+
+    def spy(*args, **kwargs):
+        seen.append(fcaformer.ONEDNN_LINEAR)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fcaformer, '_linear', spy)
+    report = run_tool(bench, tmp_path, '--models', 'fcaformer',
+                      'fcaformer-blas', '--metrics', 'latency', 'train',
+                      '--size', '32', '32', '--warmup', '0', '--repeats',
+                      '1', '--precisions', 'fp32')
+    assert list(report['times']['latency/fp32']) == [
+        'fcaformer', 'fcaformer-blas'
+    ]
+    # Training is the same code for both: only one row.
+    assert list(report['times']['train/fp32']) == ['fcaformer']
+    # Both settings were used, and the flag is back on afterwards.
+    assert True in seen and False in seen
+    assert fcaformer.ONEDNN_LINEAR is True
+    # Not in the default set.
+    assert 'fcaformer-blas' not in bench.DEFAULT_MODELS
+
+
 def test_memory_with_and_without_checkpointing(bench, tmp_path):
     report = run_tool(bench, tmp_path, '--models', 'fcaformer', '--metrics',
                       'memory', '--size', '64', '64', '--train-batch', '1',

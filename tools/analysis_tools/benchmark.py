@@ -36,6 +36,11 @@ Models (``--models``):
     configuration: outputs of widths 96, 192, 384, 768).
 ``fcaformer-deploy``
     The same after ``switch_to_deploy()`` (inference only).
+``fcaformer-blas``
+    ``fcaformer`` with its float32 CPU inference linear layers on
+    ``F.linear`` (the BLAS that ConvNeXt-T and Swin-T use) instead of oneDNN
+    (``fcaformer_mm.models.backbones.fcaformer.ONEDNN_LINEAR = False``):
+    shows how much of the gain is the GEMM library. Not in the default set.
 ``official``
     The official ``FcaFormer_SH_512`` L2, loaded from a local checkout of
     ``hkzhang-git/FcaFormer`` given by ``--official-path`` (its
@@ -83,7 +88,11 @@ import torch
 from torch import nn
 
 MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
-               'swin-t')
+               'swin-t', 'fcaformer-blas')
+#: Measured unless ``--models`` says otherwise (``official`` only with
+#: ``--official-path``).
+DEFAULT_MODELS = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
+                  'swin-t')
 METRICS = ('latency', 'throughput', 'train', 'compiled', 'memory')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 #: FcaFormer-L2 as in the official dense configs.
@@ -201,7 +210,7 @@ class OfficialBackbone(nn.Module):
 def backbone_cfg(name: str, with_cp: bool = False,
                  drop_path_rate: float = 0.) -> dict:
     """Config of a backbone, usable in any OpenMMLab scope."""
-    if name in ('fcaformer', 'fcaformer-deploy'):
+    if name in ('fcaformer', 'fcaformer-deploy', 'fcaformer-blas'):
         return dict(
             type='fcaformer_mm.FcaFormer',
             arch='l2',
@@ -321,10 +330,22 @@ class Subject:
 
     @property
     def trainable(self) -> bool:
-        return self.name != 'fcaformer-deploy' and (
+        # Training never uses oneDNN linears: fcaformer-blas would repeat
+        # fcaformer.
+        return self.name not in ('fcaformer-deploy', 'fcaformer-blas') and (
             self.scope in (None, 'mmseg'))
 
     def infer(self, x: torch.Tensor, compiled: bool = False):
+        if self.name == 'fcaformer-blas':
+            from fcaformer_mm.models.backbones import fcaformer
+            fcaformer.ONEDNN_LINEAR = False
+            try:
+                return self._infer(x, compiled)
+            finally:
+                fcaformer.ONEDNN_LINEAR = True
+        return self._infer(x, compiled)
+
+    def _infer(self, x: torch.Tensor, compiled: bool = False):
         model = self.compiled if compiled else self.model
         if self.scope is None:
             return model(x)
@@ -602,6 +623,8 @@ def measure_memory(args: argparse.Namespace) -> list[dict]:
     sources: list[str | None] = [None] + list(args.configs)
     for config in sources:
         for name in args.models:
+            if name == 'fcaformer-blas':
+                continue  # trains as fcaformer does
             if name in ('fcaformer-deploy', 'official') and (
                     name != 'official' or args.official_path is None):
                 continue
@@ -795,7 +818,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return args
     if args.models is None:
         args.models = [
-            m for m in MODEL_NAMES
+            m for m in DEFAULT_MODELS
             if m != 'official' or args.official_path is not None
         ]
     if 'official' in args.models and args.official_path is None:
