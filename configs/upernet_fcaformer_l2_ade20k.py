@@ -68,14 +68,17 @@ tta_pipeline = [
 ]
 
 # Layer-wise lr decay over the FcaFormer stages (official 'stage_wise' rule).
+# AMP with AmpOptimWrapper's default dynamic loss scale (the official runs'
+# apex fp16). Nothing AMP-only is set, so that on a CPU the stock tools need
+# only `--cfg-options optim_wrapper.type=OptimWrapper` (tools/train.py:
+# `--cpu`).
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     optimizer=dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01),
     constructor='FcaFormerLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6),
-    loss_scale='dynamic')
+    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6))
 
 # Linear warm-up from lr * 1e-6 over 1500 iterations, then poly decay to 0.
 param_scheduler = [

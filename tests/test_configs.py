@@ -68,8 +68,11 @@ def build_optim_wrapper(model: torch.nn.Module, cfg: Config):
     from mmengine.optim import build_optim_wrapper as build_wrapper
 
     optim_cfg = cfg.optim_wrapper.copy()
+    # The AMP configs set nothing AMP-only: switching the type is all a CPU
+    # run under the stock tools needs (--cfg-options
+    # optim_wrapper.type=OptimWrapper).
+    assert not {'loss_scale', 'dtype', 'use_fsdp'} & set(optim_cfg)
     optim_cfg['type'] = 'OptimWrapper'
-    optim_cfg.pop('loss_scale', None)
     with scope_of(cfg):
         return build_wrapper(model, optim_cfg)
 

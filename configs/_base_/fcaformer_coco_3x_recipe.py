@@ -72,7 +72,10 @@ param_scheduler = [
 ]
 
 # Layer-wise lr decay over the FcaFormer stages (official 'layer_wise_cab'
-# rule); the detector configs set lr and decay_rate.
+# rule); the detector configs set lr and decay_rate. AMP with
+# AmpOptimWrapper's default dynamic loss scale (the official runs' apex
+# fp16). Nothing AMP-only is set, so that on a CPU the stock tools need only
+# `--cfg-options optim_wrapper.type=OptimWrapper` (tools/train.py: `--cpu`).
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     constructor='FcaFormerLayerDecayOptimWrapperConstructor',
@@ -83,5 +86,4 @@ optim_wrapper = dict(
         type='AdamW',
         lr=1e-4,
         betas=(0.9, 0.999),
-        weight_decay=0.05),
-    loss_scale='dynamic')
+        weight_decay=0.05))

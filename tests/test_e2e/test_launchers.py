@@ -1,7 +1,7 @@
 """End to end on the CPU: 2-process runs over gloo through
-``tools/dist_train.sh`` and ``tools/dist_test.sh``, a run under mmseg's own
-training tool, and the clear errors of ``--amp`` on the CPU, of AMP configs
-without ``--cpu`` and of a missing dataset."""
+``tools/dist_train.sh`` and ``tools/dist_test.sh``, runs under mmseg's and
+mmdet's own tools and under ``mim train``, and the clear errors of ``--amp``
+on the CPU, of AMP configs without ``--cpu`` and of a missing dataset."""
 from __future__ import annotations
 
 import shutil
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
+    MASK_RCNN_CONFIG,
     SEG_CONFIG,
     TOOLS,
     free_port,
+    mask_rcnn_options,
     options,
     run,
     seg_options,
@@ -51,38 +53,75 @@ def test_dist_train_two_processes_gloo(ade_root, tmp_path):
     assert 'mIoU:' in proc.stdout
 
 
-def _mmseg_tool(name: str) -> Path:
-    import mmseg
-    return Path(mmseg.__file__).parent / '.mim' / 'tools' / name
+def _stock_tool(package: str, name: str) -> Path:
+    """A tool of an installed codebase's wheel (what ``mim`` runs)."""
+    module = __import__(package)
+    tool = Path(module.__file__).parent / '.mim' / 'tools' / name
+    assert tool.is_file(), f'{tool} is not in the installed {package} wheel'
+    return tool
+
+
+#: All a GPU-less machine needs under the stock tools: the configs set
+#: nothing AMP-only, so the same optimizer goes into a plain OptimWrapper.
+CPU_OPTIONS = {'optim_wrapper.type': 'OptimWrapper'}
 
 
 def test_config_runs_under_mmseg_own_train_tool(ade_root, tmp_path):
-    """The config as it is, under mmseg's stock ``tools/train.py`` (the one
-    ``mim train mmseg`` runs): only ``--cfg-options`` for a GPU-less
-    machine; the Runner turns SyncBN into BN when not distributed."""
-    tool = _mmseg_tool('train.py')
-    assert tool.is_file(), f'{tool} is not in the installed mmseg wheel'
-    opts = seg_options(ade_root, max_iters=2)
-    # AmpOptimWrapper needs a GPU: the same optimizer in an OptimWrapper.
-    opts.update({
-        'optim_wrapper._delete_': True,
-        'optim_wrapper.type': 'OptimWrapper',
-        'optim_wrapper.optimizer.type': 'AdamW',
-        'optim_wrapper.optimizer.lr': 1e-4,
-        'optim_wrapper.optimizer.betas': '(0.9,0.999)',
-        'optim_wrapper.optimizer.weight_decay': 0.01,
-        'optim_wrapper.constructor':
-        'FcaFormerLayerDecayOptimWrapperConstructor',
-        'optim_wrapper.paramwise_cfg.decay_rate': 0.9,
-        'optim_wrapper.paramwise_cfg.decay_type': 'stage_wise',
-        'optim_wrapper.paramwise_cfg.num_layers': 6,
-    })
+    """The config as it is, under mmseg's stock ``tools/train.py``: only
+    ``--cfg-options`` for a GPU-less machine; the Runner turns SyncBN into
+    BN when not distributed."""
+    opts = {**seg_options(ade_root, max_iters=2), **CPU_OPTIONS}
     work_dir = tmp_path / 'stock'
-    proc = run([tool, SEG_CONFIG, '--work-dir', work_dir] + options(**opts),
+    proc = run([_stock_tool('mmseg', 'train.py'), SEG_CONFIG, '--work-dir',
+                work_dir] + options(**opts),
                cwd=tmp_path)
     assert 'FcaFormerLayerDecayOptimWrapperConstructor' in proc.stdout
     assert 'reverted to BatchNormXd' in proc.stdout
     assert (work_dir / 'iter_2.pth').is_file()
+
+
+def test_config_runs_under_mmdet_own_tools(coco_root, tmp_path):
+    """Mask R-CNN under mmdet's stock ``tools/train.py`` and
+    ``tools/test.py`` (COCO bbox and segm through pycocotools)."""
+    opts = {**mask_rcnn_options(coco_root), **CPU_OPTIONS}
+    work_dir = tmp_path / 'stock'
+    proc = run([_stock_tool('mmdet', 'train.py'), MASK_RCNN_CONFIG,
+                '--work-dir', work_dir] + options(**opts),
+               cwd=tmp_path)
+    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in proc.stdout
+    assert (work_dir / 'epoch_1.pth').is_file()
+    proc = run([_stock_tool('mmdet', 'test.py'), MASK_RCNN_CONFIG,
+                work_dir / 'epoch_1.pth', '--work-dir', tmp_path / 'test'] +
+               options(**opts),
+               cwd=tmp_path)
+    assert 'coco/bbox_mAP' in proc.stdout
+    assert 'coco/segm_mAP' in proc.stdout
+
+
+@pytest.mark.parametrize('codebase', ['mmseg', 'mmdet'])
+def test_mim_train(codebase, ade_root, coco_root, tmp_path):
+    """``mim train <codebase> CONFIG --gpus 0`` (OpenMIM runs the
+    codebase's own tools/train.py with ``--launcher none``)."""
+    if codebase == 'mmseg':
+        config, opts = SEG_CONFIG, seg_options(ade_root, max_iters=2)
+        checkpoint = 'iter_2.pth'
+    else:
+        config, opts = MASK_RCNN_CONFIG, mask_rcnn_options(coco_root)
+        checkpoint = 'epoch_1.pth'
+    work_dir = tmp_path / 'mim'
+    proc = run([
+        sys.executable, '-m', 'mim', 'train', codebase, config, '--gpus', 0,
+        '--work-dir', work_dir
+    ] + options(**opts, **CPU_OPTIONS),
+               cwd=tmp_path)
+    # OpenMIM names the script it runs, then reports success.
+    command = next(line for line in proc.stdout.splitlines()
+                   if line.startswith('Training command is'))
+    assert f'{codebase}/.mim/tools/train.py' in command
+    assert '--launcher none' in command
+    assert 'Training finished successfully' in proc.stdout
+    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in proc.stdout
+    assert (work_dir / checkpoint).is_file()
 
 
 def test_amp_on_cpu_is_a_clear_error(tmp_path):
