@@ -108,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.show or args.show_dir:
         ep.setup_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        ep.setup_tta(cfg)
+        try:
+            ep.setup_tta(cfg)
+        except ValueError as err:
+            raise SystemExit(f'ValueError: {err}') from None
     ep.setup_out(cfg, args.out)
 
     try:

@@ -149,6 +149,17 @@ def _innermost_dataset(dataset_cfg: ConfigDict) -> ConfigDict:
     return dataset_cfg
 
 
+def _has_mask_head(model_cfg) -> bool:
+    """Whether a detector config predicts instance masks."""
+    if isinstance(model_cfg, dict):
+        if model_cfg.get('mask_head') is not None:
+            return True
+        return any(_has_mask_head(v) for v in model_cfg.values())
+    if isinstance(model_cfg, (list, tuple)):
+        return any(_has_mask_head(v) for v in model_cfg)
+    return False
+
+
 def setup_tta(cfg: Config) -> None:
     """``--tta``: wrap the model in the config's ``tta_model`` and test with
     its ``tta_pipeline``.
@@ -160,7 +171,8 @@ def setup_tta(cfg: Config) -> None:
 
     Raises:
         ValueError: For an mmseg config without ``tta_model`` or
-            ``tta_pipeline``.
+            ``tta_pipeline``, and for an instance-segmentation detector
+            under ``DetTTAModel``, which merges boxes only.
     """
     scope = config_scope(cfg)
     if scope == 'mmseg':
@@ -169,6 +181,15 @@ def setup_tta(cfg: Config) -> None:
             raise ValueError(f'--tta needs {" and ".join(missing)} in the '
                              'config (mmseg has no default multi-scale TTA).')
     elif scope == 'mmdet':
+        tta_type = str(cfg.get('tta_model', {}).get('type', 'DetTTAModel'))
+        if (tta_type.rsplit('.', 1)[-1] == 'DetTTAModel'
+                and _has_mask_head(cfg.model)):
+            raise ValueError(
+                f'--tta: mmdet\'s DetTTAModel merges boxes only and cannot '
+                f'merge the masks of this {cfg.model.get("type")} (mmdet '
+                '3.x stops with "TTA of instance segmentation does not '
+                'support now"). The published COCO box and mask AP are '
+                'single-scale results: test without --tta.')
         if 'tta_model' not in cfg:
             warnings.warn('No tta_model in the config: using DetTTAModel '
                           '(NMS IoU 0.5, 100 boxes per image).')

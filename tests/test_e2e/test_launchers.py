@@ -139,6 +139,16 @@ def test_amp_config_without_cpu_flag_is_a_clear_error(tmp_path):
     assert 'Traceback' not in proc.stdout
 
 
+def test_tta_of_mask_rcnn_is_a_clear_error(tmp_path):
+    checkpoint = tmp_path / 'any.pth'
+    checkpoint.write_bytes(b'')
+    proc = run([TOOLS / 'test.py', MASK_RCNN_CONFIG, checkpoint, '--cpu',
+                '--tta'], cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert 'merges boxes only' in proc.stdout
+    assert 'Traceback' not in proc.stdout
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     proc = run([
         TOOLS / 'train.py', SEG_CONFIG, '--cpu', '--cfg-options',

@@ -12,6 +12,7 @@ from fcaformer_mm.utils import entrypoint as ep
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 SEG = CONFIGS / 'upernet_fcaformer_l2_ade20k.py'
 DET = CONFIGS / 'mask_rcnn_fcaformer_l2_fpn_3x_coco.py'
+CASCADE = CONFIGS / 'cascade_mask_rcnn_fcaformer_l2_fpn_3x_coco.py'
 CLS = CONFIGS / 'fcaformer_l1_in1k.py'
 
 
@@ -71,6 +72,10 @@ def test_tta_seg_uses_the_config(configs):
 ])
 def test_tta_flip_defaults(configs, key, tta_type, pack):
     cfg = copy.deepcopy(configs[key])
+    if key == 'det':
+        # DetTTAModel merges boxes: the detector without its mask branch.
+        cfg.model.roi_head.pop('mask_roi_extractor')
+        cfg.model.roi_head.pop('mask_head')
     ep.setup_tta(cfg)
     assert cfg.model.type == tta_type
     assert cfg.model.module.backbone.type == 'FcaFormer'
@@ -78,6 +83,15 @@ def test_tta_flip_defaults(configs, key, tta_type, pack):
     assert last.type == 'TestTimeAug'
     assert [t.prob for t in last.transforms[0]] == [1., 0.]
     assert last.transforms[1][0].type == pack
+
+
+@pytest.mark.parametrize('config', [DET, CASCADE])
+def test_tta_of_instance_segmentation_is_a_clear_error(config):
+    cfg = Config.fromfile(str(config))
+    model = copy.deepcopy(cfg.model)
+    with pytest.raises(ValueError, match='merges boxes only.*without --tta'):
+        ep.setup_tta(cfg)
+    assert cfg.model == model  # left as it was
 
 
 def test_out_and_visualization(configs, tmp_path):
