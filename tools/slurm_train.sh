@@ -6,6 +6,8 @@
 #
 # GPUS (default 4) tasks in all, GPUS_PER_NODE (default 4) per node,
 # CPUS_PER_TASK (default 5) cores each; SRUN_ARGS are passed to srun.
+# GRES (default gpu:GPUS_PER_NODE) is the --gres request; GRES= (empty)
+# requests none, for a CPU cluster (then add --cpu to the train options).
 # PYTHON picks the interpreter (default: python).
 set -euo pipefail
 
@@ -20,6 +22,11 @@ GPUS=${GPUS:-4}
 GPUS_PER_NODE=${GPUS_PER_NODE:-4}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
+GRES=${GRES-gpu:$GPUS_PER_NODE}
+GRES_ARGS=()
+if [ -n "$GRES" ]; then
+    GRES_ARGS=(--gres="$GRES")
+fi
 PYTHON=${PYTHON:-python}
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
 
@@ -28,7 +35,7 @@ set -x
 PYTHONPATH="$(dirname "$TOOLS_DIR")${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
+    "${GRES_ARGS[@]}" \
     --ntasks="$GPUS" \
     --ntasks-per-node="$GPUS_PER_NODE" \
     --cpus-per-task="$CPUS_PER_TASK" \

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -181,19 +182,22 @@ def init_cpu_dist(launcher: str, **dist_cfg: Any) -> None:
     mmengine's ``init_dist`` calls ``torch.cuda.set_device`` before it
     creates the group, which fails on machines without a GPU. The
     ``pytorch`` launcher (``torchrun``, ``tools/dist_train.sh``) sets
-    ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; the group
-    is created from them. The Runner then finds the group started and uses
+    ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; under
+    ``slurm`` (``srun``, ``tools/slurm_train.sh``) they are derived from the
+    ``SLURM_*`` variables as mmengine does (see :func:`slurm_dist_env`). The
+    group is created from them; the Runner then finds it started and uses
     it.
 
     Args:
-        launcher (str): ``'none'`` (nothing to do) or ``'pytorch'``.
+        launcher (str): ``'none'`` (nothing to do), ``'pytorch'`` or
+            ``'slurm'``.
         **dist_cfg: ``env_cfg.dist_cfg`` of the config: ``backend`` must be
             ``'gloo'`` if given, other keys (``timeout``) are passed to
             ``torch.distributed.init_process_group``.
 
     Raises:
-        ValueError: For the ``slurm`` and ``mpi`` launchers, which are not
-            supported on the CPU, or a backend other than gloo.
+        ValueError: For the ``mpi`` launcher, which is not supported on the
+            CPU, or a backend other than gloo.
     """
     import datetime
 
@@ -202,10 +206,13 @@ def init_cpu_dist(launcher: str, **dist_cfg: Any) -> None:
     if launcher == 'none' or (dist.is_available()
                               and dist.is_initialized()):
         return
-    if launcher != 'pytorch':
+    if launcher not in ('pytorch', 'slurm'):
         raise ValueError(
-            f'--cpu runs support --launcher none or pytorch (torchrun, '
-            f'tools/dist_train.sh), not {launcher!r}.')
+            f'--cpu runs support --launcher none, pytorch (torchrun, '
+            f'tools/dist_train.sh) or slurm (tools/slurm_train.sh), not '
+            f'{launcher!r}.')
+    if launcher == 'slurm':
+        os.environ.update(slurm_dist_env(os.environ))
     kwargs = dict(dist_cfg)
     backend = kwargs.pop('backend', 'gloo')
     if backend != 'gloo':
@@ -220,3 +227,36 @@ def init_cpu_dist(launcher: str, **dist_cfg: Any) -> None:
         rank=int(os.environ['RANK']),
         world_size=int(os.environ['WORLD_SIZE']),
         **kwargs)
+
+
+def slurm_dist_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+    ``MASTER_PORT`` of an ``srun`` task, as mmengine's slurm launcher sets
+    them: the rank and size from ``SLURM_PROCID`` and ``SLURM_NTASKS``, the
+    master on the first node of ``SLURM_NODELIST`` (expanded with
+    ``scontrol show hostnames``; a single plain host name is used as it
+    is), port ``MASTER_PORT`` or 29500. Values already in ``environ`` for
+    ``MASTER_ADDR`` and ``MASTER_PORT`` are kept.
+
+    Raises:
+        KeyError: Outside of a Slurm task (no ``SLURM_PROCID``).
+    """
+    import subprocess
+
+    for key in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        if key not in environ:
+            raise KeyError(f'--launcher slurm needs {key}: run the tool '
+                           'through srun (tools/slurm_train.sh).')
+    nodes = environ['SLURM_NODELIST']
+    if any(c in nodes for c in '[],'):
+        nodes = subprocess.run(['scontrol', 'show', 'hostnames', nodes],
+                               check=True, capture_output=True,
+                               text=True).stdout
+    env = {
+        'RANK': environ['SLURM_PROCID'],
+        'WORLD_SIZE': environ['SLURM_NTASKS'],
+        'LOCAL_RANK': environ.get('SLURM_LOCALID', '0'),
+        'MASTER_ADDR': environ.get('MASTER_ADDR') or nodes.split()[0],
+        'MASTER_PORT': environ.get('MASTER_PORT') or '29500',
+    }
+    return env

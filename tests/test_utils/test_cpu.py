@@ -1,6 +1,10 @@
 """to_cpu_config on the repository's configs and on small configs."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ from fcaformer_mm.utils.cpu import (
     AMP_ONLY_KEYS,
     SYNC_BN_TYPES,
     init_cpu_dist,
+    slurm_dist_env,
     to_cpu_config,
 )
 
@@ -111,7 +116,46 @@ def test_plain_dict_and_details():
 
 def test_init_cpu_dist_rejects_other_launchers():
     init_cpu_dist('none')  # nothing to do
-    with pytest.raises(ValueError, match='not .slurm.'):
-        init_cpu_dist('slurm')
+    with pytest.raises(ValueError, match='not .mpi.'):
+        init_cpu_dist('mpi')
     with pytest.raises(ValueError, match='gloo'):
         init_cpu_dist('pytorch', backend='nccl')
+
+
+def test_slurm_dist_env():
+    task = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
+                SLURM_NODELIST='node07')
+    assert slurm_dist_env(task) == dict(
+        RANK='3', WORLD_SIZE='4', LOCAL_RANK='1', MASTER_ADDR='node07',
+        MASTER_PORT='29500')
+    kept = slurm_dist_env({**task, 'MASTER_ADDR': 'head', 'MASTER_PORT': '7'})
+    assert (kept['MASTER_ADDR'], kept['MASTER_PORT']) == ('head', '7')
+    with pytest.raises(KeyError, match='through srun'):
+        slurm_dist_env({'SLURM_NTASKS': '1'})
+
+
+def test_init_cpu_dist_under_slurm_starts_a_gloo_group(tmp_path):
+    """A one-task Slurm environment: the group starts from SLURM_*."""
+    script = tmp_path / 'task.py'
+    script.write_text(
+        'import torch.distributed as dist\n'
+        'from fcaformer_mm.utils.cpu import init_cpu_dist\n'
+        'init_cpu_dist("slurm", backend="gloo", timeout=60)\n'
+        'print(dist.get_backend(), dist.get_rank(), dist.get_world_size())\n'
+        'dist.destroy_process_group()\n')
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(('SLURM_', 'MASTER_', 'RANK', 'WORLD_SIZE'))
+    }
+    env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+               SLURM_NODELIST='127.0.0.1', MASTER_PORT=str(_free_port()))
+    proc = subprocess.run([sys.executable, str(script)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['gloo', '0', '1']
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
