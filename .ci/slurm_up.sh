@@ -18,8 +18,13 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "[slurm] no apt-get: no local Slurm cluster"
     exit 0
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge \
-    >/tmp/slurm_apt.log 2>&1 || {
+  # The package lists of a fresh machine may be missing or stale: on a
+  # failure, update them once and try again.
+  apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge \
+      >>/tmp/slurm_apt.log 2>&1
+  }
+  apt_install || { apt-get update -q >>/tmp/slurm_apt.log 2>&1 && apt_install; } || {
     echo "[slurm] apt-get install slurm-wlm munge failed (/tmp/slurm_apt.log)"
     exit 0
   }
