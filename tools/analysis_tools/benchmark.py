@@ -13,7 +13,10 @@ train
     sum of the output means (backbones) or of the model's losses (whole
     models), AdamW step.
 compiled
-    Latency of ``torch.compile(model)`` (compilation time is reported apart
+    Latency of ``torch.compile(model)`` (with ``--compile-freezing``, under
+    inductor's ``freezing``, which treats the weights as constants: folds
+    the BatchNorms, packs the weights for oneDNN on the CPU; inference only)
+    (compilation time is reported apart
     and not counted).
 memory
     Peak memory of one training step, also with ``with_cp=True``. On CUDA
@@ -499,7 +502,8 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
                     mode=args.compile_mode,
                     backend=args.compile_backend)
                 start = time.perf_counter()
-                with torch.no_grad(), autocast(device, precision):
+                with torch.no_grad(), autocast(device, precision), \
+                        _freezing(args.compile_freezing):
                     s.infer(x, compiled=True)
                 s.compile_s = time.perf_counter() - start
 
@@ -541,6 +545,15 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
             entry['compile_s'] = s.compile_s
         out[s.label] = entry
     return out
+
+
+@contextlib.contextmanager
+def _freezing(enabled: bool):
+    """inductor's ``freezing`` while a model is compiled (it is read when
+    the graph is compiled; the compiled code keeps it)."""
+    import torch._inductor.config as inductor_config
+    with inductor_config.patch(freezing=enabled):
+        yield
 
 
 def add_ratios(results: dict[str, dict], reference: str) -> None:
@@ -809,6 +822,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help='mode of torch.compile')
     parser.add_argument('--compile-backend', default='inductor',
                         help='backend of torch.compile')
+    parser.add_argument(
+        '--compile-freezing', action='store_true',
+        help="compile under inductor's freezing (weights as constants; the "
+        'usual setting for CPU inference)')
     parser.add_argument('--json', default=None, help='write the results')
     parser.add_argument('--plot', default=None, help='write a PNG plot')
     parser.add_argument('--memory-child', default=None,
@@ -859,6 +876,9 @@ def run(args: argparse.Namespace) -> dict:
             metrics=list(args.metrics),
             precisions=list(args.precisions),
             official_path=args.official_path,
+            compile=dict(mode=args.compile_mode,
+                         backend=args.compile_backend,
+                         freezing=args.compile_freezing),
             machine_before=machine_state()),
         times={},
         memory=[])

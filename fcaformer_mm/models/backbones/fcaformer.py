@@ -87,10 +87,38 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def _version_key(tensors: Sequence[torch.Tensor]) -> tuple:
+    """What identifies the values of ``tensors`` for a cache of results.
+
+    Identity, storage and version counter: loading a state dict, an
+    optimiser step or any other in-place change, and ``.to()`` all change
+    it. Holding the tensors keeps their memory from being reused, so a data
+    pointer cannot come back with the same version by chance.
+    """
+    return tuple((t, t.data_ptr(), t._version, t.device) for t in tensors)
+
+
+def _same_version_key(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(
+        x[0] is y[0] and x[1:] == y[1:] for x, y in zip(a, b))
+
+
+def _fold_bn(conv: nn.Conv2d,
+             bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``conv`` (no bias) then ``bn`` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return (conv.weight * scale[:, None, None, None],
+            bn.bias - bn.running_mean * scale)
+
+
 class ConvBN(nn.Sequential):
     """Convolution without bias followed by BatchNorm2d.
 
-    The children are named ``c`` and ``bn`` as in the official code.
+    The children are named ``c`` and ``bn`` as in the official code. At
+    eager inference (see :func:`_fast_inference`) the BatchNorm is folded
+    into the convolution, with weights computed once and kept until a
+    parameter or statistic changes, and a following GELU is fused into the
+    convolution on the CPU (:func:`_conv_inference`).
 
     Args:
         in_channels (int): Input channels.
@@ -119,6 +147,32 @@ class ConvBN(nn.Sequential):
                     groups=groups,
                     bias=False),
                 bn=nn.BatchNorm2d(out_channels)))
+        self._folded: tuple | None = None
+
+    def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        """``bn(c(x))``, then exact GELU if ``gelu``."""
+        if _fast_inference(self):
+            return _conv_inference(x, *self._inference_weights(), self.c,
+                                   gelu)
+        x = self.c(x)
+        if hasattr(self, 'bn'):
+            x = self.bn(x)
+        return F.gelu(x) if gelu else x
+
+    def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not hasattr(self, 'bn'):
+            return self.c.weight, self.c.bias
+        bn = self.bn
+        key = _version_key((self.c.weight, bn.weight, bn.bias,
+                            bn.running_mean, bn.running_var))
+        if self._folded is None or not _same_version_key(
+                self._folded[0], key):
+            self._folded = (key, *_fold_bn(self.c, bn))
+        return self._folded[1:]
+
+    def _apply(self, *args, **kwargs):
+        self._folded = None
+        return super()._apply(*args, **kwargs)
 
     def switch_to_deploy(self) -> None:
         """Fold ``bn`` (its running statistics) into ``c``, in place.
@@ -140,13 +194,14 @@ class ConvBN(nn.Sequential):
             device=conv.weight.device,
             dtype=conv.weight.dtype)
         with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            fused.weight.copy_(conv.weight * scale[:, None, None, None])
-            fused.bias.copy_(bn.bias - bn.running_mean * scale)
+            weight, bias = _fold_bn(conv, bn)
+            fused.weight.copy_(weight)
+            fused.bias.copy_(bias)
         fused.weight.requires_grad_(conv.weight.requires_grad)
         fused.bias.requires_grad_(conv.weight.requires_grad)
         del self.bn
         self.c = fused
+        self._folded = None
 
 
 class Stem(BaseModule):
@@ -164,7 +219,9 @@ class Stem(BaseModule):
             ConvBN(embed_dim // 2, embed_dim, 3, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        # ``seq[1]`` (GELU) is fused into ``seq[0]``; it stays in ``seq`` so
+        # that ``seq.2`` keeps its official name.
+        return self.seq[2](self.seq[0](x, gelu=True))
 
 
 class Downsample(BaseModule):
@@ -183,11 +240,10 @@ class Downsample(BaseModule):
         self.conv2 = ConvBN(
             out_channels, out_channels, 3, 2, 1, groups=out_channels)
         self.conv3 = ConvBN(out_channels, out_channels)
-        self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
+        x = self.conv1(x, gelu=True)
+        x = self.conv2(x, gelu=True)
         return self.conv3(x)
 
 
@@ -307,9 +363,14 @@ ONEDNN_LINEAR = True
 
 
 def _fast_inference(module: nn.Module) -> bool:
-    """Whether ``module`` may take an inference-only path right now."""
+    """Whether ``module`` may take an inference-only path right now.
+
+    Only in eager mode: compiled graphs get the plain operators, which
+    inductor fuses itself (with ``torch._inductor.config.freezing`` it also
+    folds the BatchNorms and packs the weights for oneDNN).
+    """
     return FAST_INFERENCE and not (module.training or torch.is_grad_enabled()
-                                   or _is_exporting())
+                                   or _is_tracing())
 
 
 def _define_onednn_linear():
@@ -343,6 +404,86 @@ def _define_onednn_linear():
 _ONEDNN_LINEAR_OP = _define_onednn_linear()
 
 
+def _define_onednn_conv_gelu():
+    """``fcaformer_mm::onednn_conv_gelu`` (convolution then exact GELU in
+    one oneDNN call), or None where it cannot be made. Eager inference
+    only, like :func:`_define_onednn_linear`."""
+    if not (hasattr(torch.library, 'custom_op')
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, '_convolution_pointwise')):
+        return None
+
+    @torch.library.custom_op(
+        'fcaformer_mm::onednn_conv_gelu', mutates_args=())
+    def onednn_conv_gelu(x: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor | None, padding: list[int],
+                         stride: list[int], dilation: list[int],
+                         groups: int) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, padding, stride, dilation, groups, 'gelu', [],
+            'none')
+
+    return onednn_conv_gelu
+
+
+_ONEDNN_CONV_GELU_OP = _define_onednn_conv_gelu()
+
+
+def _linear_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs):
+    return 2 * math.prod(x_shape[:-1]) * weight_shape[0] * weight_shape[1]
+
+
+def _conv_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import conv_flop_count
+    return conv_flop_count(x_shape, weight_shape, out_shape, transposed=False)
+
+
+def _register_flops() -> None:
+    """Tell ``torch.utils.flop_counter`` what our custom ops compute.
+
+    ``FlopCounterMode`` counts nothing for an op without a formula, and our
+    ops are opaque to it (2 FLOPs per multiply-add, as for aten's ops).
+    """
+    try:
+        from torch.utils.flop_counter import (
+            flop_registry,
+            register_flop_formula,
+        )
+    except ImportError:  # torch < 2.2: nothing to register with
+        return
+    for op, name, formula in (
+        (_ONEDNN_LINEAR_OP, 'onednn_linear', _linear_flops),
+        (_ONEDNN_CONV_GELU_OP, 'onednn_conv_gelu', _conv_flops),
+    ):
+        if op is not None:
+            packet = getattr(torch.ops.fcaformer_mm, name)
+            if packet not in flop_registry:
+                register_flop_formula(packet)(formula)
+
+
+_register_flops()
+
+
+def _conv_inference(x: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None, conv: nn.Conv2d,
+                    gelu: bool) -> torch.Tensor:
+    """``conv`` with the given weights, then exact GELU if ``gelu``.
+
+    A GELU is fused into the convolution through oneDNN for float32 CPU
+    tensors outside of autocast (one pass instead of a convolution and an
+    elementwise pass over a fresh tensor).
+    """
+    if (gelu and _ONEDNN_CONV_GELU_OP is not None
+            and x.device.type == 'cpu' and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not _autocast_on('cpu')):
+        return _ONEDNN_CONV_GELU_OP(x, weight.contiguous(), bias,
+                                    list(conv.padding), list(conv.stride),
+                                    list(conv.dilation), conv.groups)
+    x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                 conv.groups)
+    return F.gelu(x) if gelu else x
+
+
 def _autocast_on(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -356,15 +497,15 @@ def _linear(x: torch.Tensor,
             gelu: bool = False) -> torch.Tensor:
     """``F.linear`` (then exact GELU if ``gelu``), through oneDNN when it may.
 
-    oneDNN is used for float32 CPU tensors without autograd, outside of
-    autocast and export, when :data:`ONEDNN_LINEAR` is set.
+    oneDNN is used for float32 CPU tensors without autograd, in eager mode
+    outside of autocast, when :data:`ONEDNN_LINEAR` is set.
     """
     if (ONEDNN_LINEAR and _ONEDNN_LINEAR_OP is not None
             and x.device.type == 'cpu' and x.dtype == torch.float32
             and weight.dtype == torch.float32
             and (bias is None or bias.dtype == torch.float32)
             and not torch.is_grad_enabled() and not _autocast_on('cpu')
-            and not _is_exporting()):
+            and not _is_tracing()):
         return _ONEDNN_LINEAR_OP(x.contiguous(), weight.contiguous(),
                                  bias, gelu)
     x = F.linear(x, weight, bias)
@@ -378,8 +519,8 @@ def _mlp_inference(x: torch.Tensor,
                    norm: nn.LayerNorm | None = None) -> torch.Tensor:
     """``gamma * fc2(gelu(fc1(norm(x))))`` over ``(M, C)`` rows.
 
-    Inference only (no autograd). ``gamma`` is folded into ``fc2``; in
-    eager mode the rows go in chunks of at most :data:`INFERENCE_MLP_CHUNK`
+    Eager inference only (no autograd). ``gamma`` is folded into ``fc2``;
+    the rows go in chunks of at most :data:`INFERENCE_MLP_CHUNK`
     into slices of the output, so the ``(M, 4C)`` hidden tensor never
     exists whole. The numbers are those of the plain computation up to
     float rounding.
@@ -398,7 +539,7 @@ def _mlp_inference(x: torch.Tensor,
 
     rows = x.shape[0]
     chunk = INFERENCE_MLP_CHUNK
-    if chunk <= 0 or rows <= chunk or torch.compiler.is_compiling():
+    if chunk <= 0 or rows <= chunk:
         return run(x)
     out = None
     for start in range(0, rows, chunk):
@@ -580,17 +721,7 @@ class FcaBlock(BaseModule):
         params = [self.attention_biases, self.attention_bias_idxs]
         if self.num_cross > 0:
             params.append(self.s_token_bias)
-        # Holding the tensors keeps their memory from being reused, so a
-        # data pointer cannot come back with the same version by chance.
-        return (dtype, ) + tuple((p, p.data_ptr(), p._version, p.device)
-                                 for p in params)
-
-    @staticmethod
-    def _same_key(a: tuple, b: tuple) -> bool:
-        if a[0] != b[0] or len(a) != len(b):
-            return False
-        return all(x[0] is y[0] and x[1:] == y[1:]
-                   for x, y in zip(a[1:], b[1:]))
+        return dtype, _version_key(params)
 
     def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The additive attention mask ``(1, heads, N, N + num_cross)``.
@@ -612,9 +743,10 @@ class FcaBlock(BaseModule):
                          or _is_tracing())
         if cacheable:
             key = self._mask_key(dtype)
-            if self._mask_cache is not None and self._same_key(
-                    self._mask_cache[0], key):
-                return self._mask_cache[1]
+            cached = self._mask_cache
+            if (cached is not None and cached[0][0] == key[0]
+                    and _same_version_key(cached[0][1], key[1])):
+                return cached[1]
         tokens = self.window_size**2
         mask = self.attention_biases[:, self.attention_bias_idxs]
         if self.num_cross > 0:

@@ -303,6 +303,70 @@ def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
     assert used == [1]
 
 
+def test_flop_counter_sees_the_onednn_linears(monkeypatch):
+    """torch's FlopCounterMode counts the same FLOPs on the inference path
+    (oneDNN linears, MLP chunks) as on the plain code path: the custom op
+    registers its formula."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = seeded_model()
+    x = seeded_input((1, 3, 61, 75), seed=26)
+
+    def total_flops():
+        mode = FlopCounterMode(display=False)
+        with torch.no_grad(), mode:
+            model(x)
+        return mode.get_total_flops()
+
+    monkeypatch.setattr(fcaformer_module, 'INFERENCE_MLP_CHUNK', 7)
+    fast = total_flops()
+    monkeypatch.setattr(fcaformer_module, 'FAST_INFERENCE', False)
+    monkeypatch.setattr(fcaformer_module, 'ONEDNN_LINEAR', False)
+    assert fast == total_flops() > 0
+
+
+@pytest.mark.parametrize('gelu', [False, True])
+@pytest.mark.parametrize('groups', [1, 8])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_conv_bn_inference_folds_and_follows_changes(gelu, groups,
+                                                     channels_last):
+    """Eager inference folds the BatchNorm into cached weights (and fuses
+    GELU on the CPU): the numbers of conv, BN, GELU, also after the
+    statistics or weights change in place, are loaded, or change dtype."""
+    from fcaformer_mm.models.backbones.fcaformer import ConvBN
+    gen = torch.Generator().manual_seed(groups + 2 * gelu)
+    module = ConvBN(8, 16, 3, 2, 1, groups=groups)
+    module.bn.running_mean.copy_(torch.randn(16, generator=gen))
+    module.bn.running_var.copy_(torch.rand(16, generator=gen) + 0.5)
+    module.bn.weight.data.copy_(torch.rand(16, generator=gen) + 0.5)
+    module.eval()
+    x = torch.randn(2, 8, 13, 11, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def check():
+        with torch.no_grad():
+            got = module(x.to(module.c.weight.dtype), gelu=gelu)
+            expected = module.bn(module.c(x.to(module.c.weight.dtype)))
+        if gelu:
+            expected = torch.nn.functional.gelu(expected)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+    check()
+    folded = module._folded
+    check()
+    assert module._folded is folded  # kept while nothing changes
+    with torch.no_grad():
+        module.bn.running_var.mul_(2)
+    check()
+    assert module._folded is not folded
+    state = {k: v + 0.5 for k, v in module.state_dict().items()
+             if v.is_floating_point()}
+    module.load_state_dict(state, strict=False)
+    check()
+    module.double()
+    check()
+
+
 def test_mlp_chunks_in_bfloat16_autocast(monkeypatch):
     model = seeded_model()
     x = seeded_input((1, 3, 64, 80), seed=16)
@@ -501,6 +565,35 @@ def test_compile_without_graph_breaks():
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     with torch.no_grad():
         assert_outputs_close(compiled(x), run(model, x), atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_compiled_inference_is_plain_and_frozen_compile_matches():
+    """Compiled graphs get the plain operators (no oneDNN custom op, no
+    MLP chunks, no cached folded weights), which inductor fuses; compiled
+    under inductor's freezing (weights as constants: the CPU inference
+    setting of the benchmark) the numbers are the eager ones."""
+    import torch._inductor.config as inductor_config
+    model = seeded_model()
+    x = seeded_input((1, 3, 61, 75), seed=25)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    with torch.no_grad():
+        expected = run(model, x)
+        assert_outputs_close(torch.compile(model, backend=backend)(x),
+                             expected)
+        assert len(graphs) == 1
+        assert 'fcaformer_mm' not in graphs[0]
+        assert 'mkldnn' not in graphs[0]
+        assert graphs[0].count('batch_norm') > 0
+        torch._dynamo.reset()
+        with inductor_config.patch(freezing=True):
+            compiled = torch.compile(model)
+            assert_outputs_close(compiled(x), expected)
     torch._dynamo.reset()
 
 
