@@ -717,6 +717,16 @@ def memory_child_main(spec: str) -> int:
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux)."""
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine_state() -> dict:
     state = dict(
         time=time.strftime('%Y-%m-%d %H:%M:%S'),
@@ -863,7 +873,7 @@ def run(args: argparse.Namespace) -> dict:
             device=args.device,
             device_name=(torch.cuda.get_device_name(args.device)
                          if args.device.startswith('cuda') else
-                         platform.processor() or platform.machine()),
+                         _cpu_name()),
             threads=torch.get_num_threads(),
             size=list(args.size),
             batch=args.batch,

@@ -344,9 +344,10 @@ def _is_tracing() -> bool:
             or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
 
 
-#: Take the inference-only paths (eval mode, no autograd, not exported):
-#: MLPs in chunks and linear layers through oneDNN. False runs the same code
-#: as training (the reference the fast paths are tested against).
+#: Take the inference-only paths (eval mode, no autograd, eager: not
+#: compiled or exported): MLPs in chunks, linear layers through oneDNN,
+#: Conv-BN folded with GELU fused. False runs the same code as training (the
+#: reference the fast paths are tested against).
 FAST_INFERENCE = True
 
 #: Rows (tokens) per chunk of the MLPs in eager inference; 0 runs them
@@ -632,9 +633,10 @@ class FcaBlock(BaseModule):
       and cropping back are each one ``index_select``
       (see :func:`_window_indices`), the explicit pad and partition being
       kept for ONNX export;
-    - in inference the MLPs run in chunks of rows
+    - in eager inference the MLPs run in chunks of rows
       (:data:`INFERENCE_MLP_CHUNK`) and float32 linear layers on the CPU
-      through oneDNN with GELU fused (:data:`ONEDNN_LINEAR`);
+      through oneDNN with GELU fused (:data:`ONEDNN_LINEAR`); compiled
+      graphs get the plain operators;
     - attention goes through :func:`torch.nn.functional.
       scaled_dot_product_attention` with the position bias and
       ``s_token_bias`` as an additive mask (see :meth:`attention_mask`);

@@ -3,9 +3,11 @@
 Fused attention (SDPA) against explicit matrix products, deployed (fused
 Conv-BN and layer scales) against the plain model, channels-last against
 contiguous maps, padding and window partition by index_select against
-explicit padding, MLPs in chunks and oneDNN linear layers at inference
-against the training code path, the cached attention mask against changing
-weights, and ``torch.compile`` without graph breaks.
+explicit padding, MLPs in chunks, oneDNN linear layers and folded Conv-BN
+(GELU fused) at inference against the training code path, the cached
+attention mask and folded weights against changing weights, FLOP counts of
+the custom ops, and ``torch.compile`` without graph breaks (plain operators;
+inductor with freezing computes the same numbers).
 """
 from __future__ import annotations
 
