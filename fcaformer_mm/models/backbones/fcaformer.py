@@ -499,9 +499,10 @@ def _linear(x: torch.Tensor,
     """``F.linear`` (then exact GELU if ``gelu``), through oneDNN when it may.
 
     oneDNN is used for float32 CPU tensors without autograd, in eager mode
-    outside of autocast, when :data:`ONEDNN_LINEAR` is set.
+    outside of autocast, when :data:`FAST_INFERENCE` and
+    :data:`ONEDNN_LINEAR` are set.
     """
-    if (ONEDNN_LINEAR and _ONEDNN_LINEAR_OP is not None
+    if (FAST_INFERENCE and ONEDNN_LINEAR and _ONEDNN_LINEAR_OP is not None
             and x.device.type == 'cpu' and x.dtype == torch.float32
             and weight.dtype == torch.float32
             and (bias is None or bias.dtype == torch.float32)
