@@ -96,6 +96,52 @@ def test_nn_counter_follows_mmcv_1x_rules():
     assert total == sum(by_type.values())
 
 
+@pytest.mark.parametrize('arch', ['l1', 'l2'])
+def test_nn_counter_sees_every_fcaformer_layer(arch):
+    """In eval mode without autograd FcaFormer takes its fast paths (fused
+    oneDNN ops, folded Conv-BN); the nn counter runs it on the plain path,
+    so that every linear layer and convolution is counted: the same
+    multiply-adds as torch's operator counter finds in that forward, at a
+    size with padded windows."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+    model = FcaFormer(arch).eval()
+    x = torch.randn(1, 3, 200, 264)
+    by_type = Counter()
+    get_flops.count_nn_macs(model, lambda: model(x), by_type)
+    mode = FlopCounterMode(display=False)
+    with torch.no_grad(), mode:
+        model(x)
+    by_op = Counter()
+    for op, flops in mode.get_flop_counts()['Global'].items():
+        by_op[str(op).split('.')[-1]] += flops // 2
+    assert by_op['onednn_linear'] > 0 and by_op['onednn_conv_gelu'] > 0
+    assert by_type['Linear'] + by_type['FcaBlock'] == by_op['onednn_linear']
+    conv_macs = by_op['convolution'] + by_op['onednn_conv_gelu']
+    # Only the dense-output heads (head{i}, no bias) and ConvBN's convs have
+    # no bias; mmcv adds one MAC per output element for a bias.
+    bias_adds = sum(
+        out.numel() for out in _conv_outputs_with_bias(model, x))
+    assert by_type['Conv2d'] == conv_macs + bias_adds
+    assert by_type['BatchNorm2d'] > 0
+
+
+def _conv_outputs_with_bias(model, x):
+    outputs = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: outputs.append(o))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.bias is not None
+    ]
+    from fcaformer_mm.models.backbones.fcaformer import plain_code_path
+    with torch.no_grad(), plain_code_path():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return outputs
+
+
 def test_default_shapes():
     assert get_flops._input_shape(None, 'mmseg') == (512, 2048)
     assert get_flops._input_shape(None, 'mmdet') == (1280, 800)
@@ -204,3 +250,5 @@ def test_command_line(tmp_path):
     assert 'FlopCounterMode' in proc.stdout
     result = json.loads(out.read_text())
     assert result['full_macs'] > result['nn_macs'] > 0
+    # torch's counter has no formula of its own for the CPU attention kernel.
+    assert result['matmul_macs'] > 0

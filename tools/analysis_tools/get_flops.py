@@ -10,7 +10,11 @@ nn-only
     transposed convolutions, linear layers, ReLU-like activations, poolings,
     BatchNorm/GroupNorm/InstanceNorm/LayerNorm, ``nn.Upsample``);
     subclasses, other modules and all functional operations, attention
-    matmuls included, count nothing.
+    matmuls included, count nothing. FcaFormer runs on its plain code path
+    for this count (every layer called as its module, see
+    ``fcaformer_mm.models.backbones.fcaformer.plain_code_path``), and the
+    key/value projection of its cross tokens, which uses ``qkv``'s weights
+    directly, is counted as a linear layer (under ``FcaBlock``).
 full
     ``mmengine.analysis.FlopAnalyzer``, which traces the forward pass and
     counts operators (convolutions, linear layers, ``matmul``/``bmm``/
@@ -68,7 +72,8 @@ FULL_COUNTER_NAMES = {
 }
 #: Operators of the full count for batched matrix products, such as those of
 #: attention (``q @ k``, ``attn @ v``); linear layers are not among them.
-MATMUL_OPS = ('matmul', 'bmm', 'einsum', 'scaled_dot_product_attention')
+MATMUL_OPS = ('matmul', 'bmm', 'einsum', 'scaled_dot_product_attention',
+              '_scaled_dot_product_flash_attention_for_cpu')
 
 
 # --------------------------------------------------------------------------
@@ -134,6 +139,14 @@ def _norm_macs(module: nn.Module, inputs: tuple,
     return _first(inputs).numel() * (2 if affine else 1)
 
 
+def _fca_cross_kv_macs(module: nn.Module, inputs: tuple,
+                       output: object) -> int:
+    """The k/v projection of an FCA block's cross tokens (``2 * dim``
+    outputs per token; the block calls ``qkv``'s weights, not the module)."""
+    cross = inputs[1] if len(inputs) > 1 else None
+    return 0 if cross is None else cross.numel() * 2 * module.dim
+
+
 def nn_counter_rules() -> dict[type, Callable]:
     """The module types that mmcv 1.x counts, and how.
 
@@ -160,6 +173,9 @@ def nn_counter_rules() -> dict[type, Callable]:
     rules[nn.Linear] = _linear_macs
     rules[nn.Upsample] = _output_elements
     rules[nn.ConvTranspose2d] = _deconv_macs
+    with contextlib.suppress(ImportError):
+        from fcaformer_mm.models.backbones.fcaformer import FcaBlock
+        rules[FcaBlock] = _fca_cross_kv_macs
     try:
         from mmcv.cnn.bricks import wrappers
     except ImportError:
@@ -173,6 +189,15 @@ def nn_counter_rules() -> dict[type, Callable]:
         if isinstance(cls, type):
             rules[cls] = rule
     return rules
+
+
+def _plain_code_path():
+    """FcaFormer's plain code path, where the package is installed."""
+    try:
+        from fcaformer_mm.models.backbones.fcaformer import plain_code_path
+    except ImportError:
+        return contextlib.nullcontext()
+    return plain_code_path()
 
 
 def count_nn_macs(model: nn.Module, forward: Callable[[], object],
@@ -207,7 +232,7 @@ def count_nn_macs(model: nn.Module, forward: Callable[[], object],
                     make_hook(rule,
                               type(module).__name__)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _plain_code_path():
             forward()
     finally:
         for handle in handles:
@@ -300,11 +325,32 @@ def _count_mmengine(wrapper: nn.Module,
     return total, FULL_COUNTER_NAMES['mmengine'], by_op
 
 
+def _torch_cpu_sdpa() -> dict:
+    """A FlopCounterMode formula for the CPU kernel of fused attention.
+
+    torch's counter knows the CUDA attention kernels but not
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which would
+    count as nothing.
+    """
+    from torch.utils import flop_counter
+    op = getattr(torch.ops.aten,
+                 '_scaled_dot_product_flash_attention_for_cpu', None)
+    if op is None or op in flop_counter.flop_registry:
+        return {}
+
+    def formula(query_shape, key_shape, value_shape, *args, out_shape=None,
+                **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape,
+                                            value_shape)
+
+    return {op: formula}
+
+
 def _count_torch(wrapper: nn.Module,
                  inputs: torch.Tensor) -> tuple[int, str, Counter]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    mode = FlopCounterMode(display=False)
+    mode = FlopCounterMode(display=False, custom_mapping=_torch_cpu_sdpa())
     with torch.no_grad(), mode:
         wrapper(inputs)
     by_op: Counter = Counter()

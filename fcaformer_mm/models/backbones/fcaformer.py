@@ -806,7 +806,14 @@ class FcaBlock(BaseModule):
             attn = (q * self.scale) @ k.transpose(-2, -1) + mask
             x = attn.softmax(dim=-1) @ v
         x = x.transpose(1, 2).reshape(num_windows, tokens, dim)
-        return _linear(x, self.proj.weight, self.proj.bias)
+        return self._call_linear(self.proj, x)
+
+    def _call_linear(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        # The module itself outside of the fast paths, so that module hooks
+        # (e.g. the nn-module MAC counter of get_flops) see it.
+        if _fast_inference(self):
+            return _linear(x, linear.weight, linear.bias)
+        return linear(x)
 
     def forward(
         self,
@@ -851,9 +858,8 @@ class FcaBlock(BaseModule):
             zero = flat.new_zeros(1, dim)
             shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
             shortcut = shortcut.view(num_windows, ws * ws, dim)
-            qkv = _linear(
-                torch.cat((self.norm1(flat), self.norm1(zero))),
-                self.qkv.weight, self.qkv.bias)
+            qkv = self._call_linear(
+                self.qkv, torch.cat((self.norm1(flat), self.norm1(zero))))
             qkv = qkv.index_select(0, to_windows).view(
                 num_windows, ws * ws, 3 * dim)
         attn = self._attention(qkv, cross, num_windows)
@@ -906,6 +912,23 @@ class FcaBlock(BaseModule):
             self.register_parameter(name, None)
 
 
+
+
+@contextlib.contextmanager
+def plain_code_path() -> Iterator[None]:
+    """Run FcaFormer's inference on the plain code path of training.
+
+    Within it, :data:`FAST_INFERENCE` is off: every layer is called as its
+    module (no oneDNN custom ops, no folded Conv-BN, no MLP chunks), so that
+    module hooks, e.g. MAC counters, see each layer. The numbers are the
+    same up to float rounding.
+    """
+    global FAST_INFERENCE
+    saved, FAST_INFERENCE = FAST_INFERENCE, False
+    try:
+        yield
+    finally:
+        FAST_INFERENCE = saved
 
 
 @contextlib.contextmanager
