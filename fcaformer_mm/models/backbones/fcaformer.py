@@ -514,6 +514,14 @@ def _linear(x: torch.Tensor,
     return F.gelu(x) if gelu else x
 
 
+def _call_linear(linear: nn.Linear, x: torch.Tensor,
+                 fast: bool) -> torch.Tensor:
+    """``linear(x)``: through :func:`_linear` on the fast paths, else the
+    module itself, so that module hooks (e.g. the nn-module MAC counter of
+    get_flops) see it."""
+    return _linear(x, linear.weight, linear.bias) if fast else linear(x)
+
+
 def _mlp_inference(x: torch.Tensor,
                    fc1: nn.Linear,
                    fc2: nn.Linear,
@@ -777,8 +785,9 @@ class FcaBlock(BaseModule):
 
     # ------------------------------------------------------------- forward
     def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
-                   num_windows: int) -> torch.Tensor:
-        """Attention of window tokens, given their ``qkv`` projection."""
+                   num_windows: int, fast: bool) -> torch.Tensor:
+        """Attention of window tokens, given their ``qkv`` projection
+        (``fast``: whether the inference-only paths are taken)."""
         dim = self.dim
         heads, head_dim = self.num_heads, dim // self.num_heads
         tokens = self.window_size**2
@@ -806,14 +815,7 @@ class FcaBlock(BaseModule):
             attn = (q * self.scale) @ k.transpose(-2, -1) + mask
             x = attn.softmax(dim=-1) @ v
         x = x.transpose(1, 2).reshape(num_windows, tokens, dim)
-        return self._call_linear(self.proj, x)
-
-    def _call_linear(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        # The module itself outside of the fast paths, so that module hooks
-        # (e.g. the nn-module MAC counter of get_flops) see it.
-        if _fast_inference(self):
-            return _linear(x, linear.weight, linear.bias)
-        return linear(x)
+        return _call_linear(self.proj, x, fast)
 
     def forward(
         self,
@@ -842,6 +844,7 @@ class FcaBlock(BaseModule):
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
         num_windows = batch * rows * cols
         exporting = _is_exporting()
+        fast = _fast_inference(self)
         if exporting:
             # A traced graph must pad whatever the example size: explicit
             # pad and partition, with sizes the tracer records.
@@ -858,11 +861,12 @@ class FcaBlock(BaseModule):
             zero = flat.new_zeros(1, dim)
             shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
             shortcut = shortcut.view(num_windows, ws * ws, dim)
-            qkv = self._call_linear(
-                self.qkv, torch.cat((self.norm1(flat), self.norm1(zero))))
+            qkv = _call_linear(
+                self.qkv, torch.cat((self.norm1(flat), self.norm1(zero))),
+                fast)
             qkv = qkv.index_select(0, to_windows).view(
                 num_windows, ws * ws, 3 * dim)
-        attn = self._attention(qkv, cross, num_windows)
+        attn = self._attention(qkv, cross, num_windows, fast)
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn
         x = shortcut + self.drop_path(attn)
@@ -882,7 +886,7 @@ class FcaBlock(BaseModule):
             x = x.reshape(-1, dim).index_select(0, to_map).view(
                 batch, height, width, dim)
 
-        if _fast_inference(self):
+        if fast:
             mlp = self.norm2(x)
             mlp = _mlp_inference(
                 mlp.reshape(-1, dim), self.mlp.fc1, self.mlp.fc2,
