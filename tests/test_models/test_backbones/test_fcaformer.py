@@ -13,8 +13,8 @@ from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from fcaformer_mm.models.backbones import fcaformer as fcaformer_module
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+from fcaformer_mm.models.utils import checkpoint as checkpoint_module
 from fcaformer_mm.registry import MODELS
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'fcaformer_golden.pth'
@@ -140,7 +140,7 @@ class LogRecorder:
 @pytest.fixture
 def log(monkeypatch) -> LogRecorder:
     recorder = LogRecorder()
-    monkeypatch.setattr(fcaformer_module, 'print_log', recorder)
+    monkeypatch.setattr(checkpoint_module, 'print_log', recorder)
     return recorder
 
 

@@ -1,0 +1,234 @@
+"""Building blocks that are not specific to FcaFormer.
+
+They are written here rather than taken from mmcv so that the core package
+depends on torch and mmengine only.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+
+def drop_path(x: torch.Tensor,
+              drop_prob: float = 0.,
+              training: bool = False) -> torch.Tensor:
+    """Drop whole samples of a residual branch (stochastic depth).
+
+    Args:
+        x (torch.Tensor): The output of the residual branch.
+        drop_prob (float): Probability to drop a sample. Defaults to 0.
+        training (bool): Only drop in training mode. Defaults to False.
+
+    Returns:
+        torch.Tensor: ``x`` with some samples zeroed and the others scaled by
+        ``1 / (1 - drop_prob)``.
+    """
+    if drop_prob == 0. or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+    mask = x.new_empty(shape).bernoulli_(keep_prob)
+    return x * mask.div_(keep_prob)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample, see :func:`drop_path`.
+
+    Args:
+        drop_prob (float): Probability to drop a sample. Defaults to 0.
+    """
+
+    def __init__(self, drop_prob: float = 0.) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` map.
+
+    Subclassing :class:`torch.nn.LayerNorm` keeps the parameter names
+    (``weight``, ``bias``) and lets ``init_cfg`` rules for ``'LayerNorm'``
+    match it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def fold_conv_bn(
+        conv: nn.Conv2d,
+        bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` in eval mode as one convolution.
+
+    Args:
+        conv (nn.Conv2d): A convolution without bias.
+        bn (nn.BatchNorm2d): The BatchNorm after it (its running
+            statistics are used).
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: The folded weight and bias,
+        computed from the current values (nothing is kept).
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return (conv.weight * scale[:, None, None, None],
+            bn.bias - bn.running_mean * scale)
+
+
+class ConvBN(nn.Sequential):
+    """Convolution without bias followed by BatchNorm2d.
+
+    The children are named ``c`` and ``bn`` as in the official code, and
+    the forward pass is exactly ``bn(c(x))``. :meth:`switch_to_deploy`
+    folds the BatchNorm into the convolution once, explicitly.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int): Kernel size. Defaults to 1.
+        stride (int): Stride. Defaults to 1.
+        padding (int): Zero padding. Defaults to 0.
+        groups (int): Convolution groups. Defaults to 1.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int = 1,
+                 stride: int = 1,
+                 padding: int = 0,
+                 groups: int = 1) -> None:
+        super().__init__(
+            OrderedDict(
+                c=nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    stride,
+                    padding,
+                    groups=groups,
+                    bias=False),
+                bn=nn.BatchNorm2d(out_channels)))
+
+    @property
+    def deployed(self) -> bool:
+        """Whether the BatchNorm has been folded into ``c``."""
+        return 'bn' not in self._modules
+
+    def switch_to_deploy(self) -> None:
+        """Fold ``bn`` (its running statistics) into ``c``, in place.
+
+        ``c`` gets a bias and ``bn`` is removed; a second call does nothing.
+        """
+        if self.deployed:
+            return
+        conv, bn = self.c, self.bn
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype)
+        with torch.no_grad():
+            weight, bias = fold_conv_bn(conv, bn)
+            fused.weight.copy_(weight)
+            fused.bias.copy_(bias)
+        fused.weight.requires_grad_(conv.weight.requires_grad)
+        fused.bias.requires_grad_(conv.weight.requires_grad)
+        del self.bn
+        self.c = fused
+
+
+@contextlib.contextmanager
+def keep_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Undo what a forward pass does to BatchNorm running statistics.
+
+    Activation checkpointing runs a block's forward a second time during
+    the backward pass; without this, the BatchNorm layers of the block
+    would count every training batch twice. Outputs do not change: in
+    training mode BatchNorm normalises with batch statistics.
+    """
+    buffers = [
+        buf for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
+    saved = [buf.clone() for buf in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in zip(buffers, saved):
+                buf.copy_(value)
+
+
+def checkpointed_call(module: nn.Module, with_cp: bool, *args):
+    """Call ``module``, through activation checkpointing if ``with_cp`` and
+    autograd is on; BatchNorm statistics are updated once, as without it."""
+    if with_cp and torch.is_grad_enabled():
+        return cp.checkpoint(
+            module,
+            *args,
+            use_reentrant=False,
+            context_fn=lambda:
+            (contextlib.nullcontext(), keep_bn_statistics(module)))
+    return module(*args)
+
+
+def fold_layer_scale(module: nn.Module, name: str, linear: nn.Linear) -> None:
+    """Fold the layer scale ``module.<name>`` into the ``linear`` layer whose
+    output it scales, and remove it (nothing happens if it is None)."""
+    gamma = getattr(module, name)
+    if gamma is None:
+        return
+    with torch.no_grad():
+        linear.weight.mul_(gamma[:, None])
+        linear.bias.mul_(gamma)
+    module.register_parameter(name, None)
+
+
+def drop_path_per_window(x: torch.Tensor, drop_prob: float, training: bool,
+                         grid: tuple[int, int, int], crop: tuple[int, int]
+                         ) -> torch.Tensor:
+    """Stochastic depth with one draw per attention window, as the official
+    FCA blocks drop on windows.
+
+    Args:
+        x (torch.Tensor): ``(B, H, W, C)`` output of a residual branch.
+        drop_prob (float): Probability to drop a window.
+        training (bool): Only drop in training mode.
+        grid (tuple[int, int, int]): Window rows, columns and side of the
+            padded map.
+        crop (tuple[int, int]): Padding rows at the top and columns at the
+            left, cropped to give ``x``'s positions.
+    """
+    if drop_prob == 0. or not training:
+        return x
+    (rows, cols, ws), (top, left) = grid, crop
+    batch, height, width = x.shape[:3]
+    keep = 1 - drop_prob
+    mask = x.new_empty(batch, rows, 1, cols, 1, 1).bernoulli_(keep)
+    mask = mask.div_(keep).expand(-1, -1, ws, -1, ws, -1).reshape(
+        batch, rows * ws, cols * ws, 1)
+    return x * mask[:, top:top + height, left:left + width]

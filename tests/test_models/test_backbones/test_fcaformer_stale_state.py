@@ -1,0 +1,173 @@
+"""Nothing FcaFormer computes can go stale: weights changed in any way,
+``.data`` copies included, show in the next forward; loading into a
+deployed model is refused; the reference and fast paths run side by side
+on two threads."""
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch
+from test_fcaformer import TINY, seeded_input, seeded_state_dict, shapes_of
+
+from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+from fcaformer_mm.models.utils.execution import (
+    current_options,
+    execution_options,
+    reference_path,
+)
+
+
+def seeded_model(seed: int, **kwargs) -> FcaFormer:
+    """Seeded weights, each tensor moved by ``seed``-dependent noise (and
+    running variances kept positive)."""
+    model = FcaFormer(TINY, **kwargs)
+    state = seeded_state_dict(shapes_of(model), seed=3)
+    gen = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if value.is_floating_point():
+            value += 0.2 * torch.randn(value.shape, generator=gen)
+            if key.endswith('running_var'):
+                value.abs_().add_(0.1)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def infer(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def swap_data(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Swap every parameter and buffer of ``a`` and ``b`` through ``.data``,
+    as mmengine's ``EMAHook`` does (no version counter is bumped)."""
+    pairs = list(zip(a.parameters(), b.parameters())) + list(
+        zip(a.buffers(), b.buffers()))
+    for x, y in pairs:
+        tmp = x.data.clone()
+        x.data.copy_(y.data)
+        y.data.copy_(tmp)
+
+
+def assert_same(outs, expected, atol=1e-5):
+    assert len(outs) == len(expected)
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize('out_type', ['featmap', 'avg_featmap'])
+def test_ema_style_data_swap_in_eval_mode(out_type):
+    x = seeded_input((2, 3, 61, 75), seed=31)
+    model, other = seeded_model(3, out_type=out_type), seeded_model(
+        4, out_type=out_type)
+    own = infer(model, x)
+    expected = infer(copy.deepcopy(other), x)
+    assert not torch.allclose(own[0], expected[0])
+
+    swap_data(model, other)  # "before_val_epoch": the EMA weights in
+    assert_same(infer(model, x), expected)
+    model.train()
+    model.eval()
+    assert_same(infer(model, x), expected)
+    swap_data(model, other)  # "after_val_epoch": the origin weights back
+    assert_same(infer(model, x), own)
+
+
+def test_bn_statistics_and_layer_scales_through_data():
+    """The quantities that inference folds (BatchNorm statistics, layer
+    scales, position biases) changed through ``.data`` between forwards."""
+    x = seeded_input((1, 3, 64, 64), seed=32)
+    model = seeded_model(3)
+    infer(model, x)
+    for name, tensor in list(model.named_parameters()) + list(
+            model.named_buffers()):
+        if name.endswith(('running_var', 'gamma', 'gamma_1', 'gamma_2',
+                          'attention_biases', 's_token_bias')):
+            tensor.data.mul_(1.7)
+    fresh = copy.deepcopy(model)
+    with reference_path():
+        expected = infer(fresh, x)
+    assert_same(infer(model, x), expected)
+
+
+def test_loading_after_deploy_is_refused(tmp_path):
+    model = seeded_model(3).switch_to_deploy()
+    state = seeded_model(4).state_dict()
+    with pytest.raises(RuntimeError, match='Load the weights .* first, then '
+                       r'call switch_to_deploy\(\)'):
+        model.load_state_dict(state)
+    # Also the deployed layout itself, and through a parent module.
+    with pytest.raises(RuntimeError, match='deployed FcaFormer'):
+        model.load_state_dict(model.state_dict())
+    parent = torch.nn.Sequential(model)
+    with pytest.raises(RuntimeError, match='deployed FcaFormer'):
+        parent.load_state_dict({'0.' + k: v for k, v in state.items()},
+                               strict=False)
+    # ... and through init_cfg Pretrained.
+    path = tmp_path / 'plain.pth'
+    torch.save(state, path)
+    model.init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model._is_init = False
+    with pytest.raises(RuntimeError, match='deployed FcaFormer'):
+        model.init_weights()
+    # Loading first, then deploying, works.
+    fresh = FcaFormer(TINY).eval()
+    fresh.load_state_dict(state)
+    expected = infer(fresh, seeded_input((1, 3, 64, 64), seed=33))
+    fresh.switch_to_deploy()
+    assert_same(infer(fresh, seeded_input((1, 3, 64, 64), seed=33)),
+                expected)
+
+
+def test_reference_and_fast_paths_on_two_threads():
+    """Each thread sees its own execution options: one runs the reference
+    path (every layer called as its module, seen by hooks) while the other
+    runs the fast path, at the same time, on the same model."""
+    model = seeded_model(3)
+    x = seeded_input((1, 3, 61, 75), seed=34)
+    with reference_path():
+        expected = infer(model, x)
+    pwconv1 = model.layer_0.blocks[0].pwconv1
+    calls: dict[str, int] = {}
+    local = threading.local()
+
+    def hook(module, inputs, output):
+        name = getattr(local, 'name', None)
+        calls[name] = calls.get(name, 0) + 1
+
+    handle = pwconv1.register_forward_hook(hook)
+    barrier = threading.Barrier(2)
+    results: dict[str, list] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str, reference: bool) -> None:
+        try:
+            local.name = name
+            with execution_options(fast_inference=not reference):
+                barrier.wait(timeout=60)
+                outs = []
+                for _ in range(3):
+                    outs.append(infer(model, x))
+                    assert current_options().fast_inference != reference
+                results[name] = outs
+        except BaseException as err:  # reported in the main thread
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=work, args=('reference', True)),
+        threading.Thread(target=work, args=('fast', False)),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+    finally:
+        handle.remove()
+    assert not errors, errors
+    assert calls == {'reference': 3}
+    for outs in results.values():
+        for out in outs:
+            assert_same(out, expected)
+    assert current_options().fast_inference  # the main thread's default
