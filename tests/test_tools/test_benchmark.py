@@ -92,16 +92,16 @@ def test_backbones_all_timed_metrics(bench, tmp_path):
 
 
 def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
-    from fcaformer_mm.models.backbones import fcaformer
+    from fcaformer_mm.models.utils import cpu_kernels, current_options
 
     seen = []
-    real = fcaformer._linear
+    real = cpu_kernels.linear
 
     def spy(*args, **kwargs):
-        seen.append(fcaformer.ONEDNN_LINEAR)
+        seen.append(current_options().onednn_linear)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fcaformer, '_linear', spy)
+    monkeypatch.setattr(cpu_kernels, 'linear', spy)
     report = run_tool(bench, tmp_path, '--models', 'fcaformer',
                       'fcaformer-blas', '--metrics', 'latency', 'train',
                       '--size', '32', '32', '--warmup', '0', '--repeats',
@@ -111,9 +111,9 @@ def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
     ]
     # Training is the same code for both: only one row.
     assert list(report['times']['train/fp32']) == ['fcaformer']
-    # Both settings were used, and the flag is back on afterwards.
+    # Both settings were used, and the default is in force afterwards.
     assert True in seen and False in seen
-    assert fcaformer.ONEDNN_LINEAR is True
+    assert current_options().onednn_linear is True
     # Not in the default set.
     assert 'fcaformer-blas' not in bench.DEFAULT_MODELS
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+from fcaformer_mm.utils.model_builder import TensorForward
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
@@ -75,7 +76,7 @@ def test_make_exportable_swaps_every_adaptive_pool(tool):
 @pytest.mark.parametrize('deploy', [False, True])
 def test_backbone_dynamic_sizes(tool, tmp_path, deploy):
     model = tiny_model(deploy)
-    module = tool.TensorPath(model, 'backbone').eval()
+    module = TensorForward(model, None).eval()
     path = str(tmp_path / 'tiny.onnx')
     # 224x224 fills whole windows in stages 2 and 3: the trace must still
     # hold the padding that other sizes need.

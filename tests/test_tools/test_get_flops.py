@@ -134,8 +134,8 @@ def _conv_outputs_with_bias(model, x):
         for m in model.modules()
         if isinstance(m, nn.Conv2d) and m.bias is not None
     ]
-    from fcaformer_mm.models.backbones.fcaformer import plain_code_path
-    with torch.no_grad(), plain_code_path():
+    from fcaformer_mm.models.utils import reference_path
+    with torch.no_grad(), reference_path():
         model(x)
     for hook in hooks:
         hook.remove()

@@ -42,7 +42,7 @@ Models (``--models``):
 ``fcaformer-blas``
     ``fcaformer`` with its float32 CPU inference linear layers on
     ``F.linear`` (the BLAS that ConvNeXt-T and Swin-T use) instead of oneDNN
-    (``fcaformer_mm.models.backbones.fcaformer.ONEDNN_LINEAR = False``):
+    (``execution_options(onednn_linear=False)``):
     shows how much of the gain is the GEMM library. Not in the default set.
 ``official``
     The official ``FcaFormer_SH_512`` L2, loaded from a local checkout of
@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import ctypes
 import gc
 import importlib.util
@@ -89,6 +88,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from fcaformer_mm.utils.model_builder import (
+    build_model_from_config,
+    tensor_forward,
+)
 
 MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
                'swin-t', 'fcaformer-blas')
@@ -283,38 +287,12 @@ def build_whole(config: str, name: str,
                 with_cp: bool = False) -> tuple[nn.Module, str]:
     """The config's model with the backbone of ``name``."""
     from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
-    from mmengine.utils import import_modules_from_strings
 
     _import_hosts()
     cfg = Config.fromfile(config)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg['custom_imports'])
-    scope = cfg.get('default_scope') or 'mmengine'
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    old = model_cfg.backbone
-    model_cfg.backbone = backbone_cfg(
-        name, with_cp, drop_path_rate=old.get('drop_path_rate', 0.))
-    # SyncBN needs a process group; BN computes the same on one process.
-    cfg_text = json.dumps(model_cfg, default=repr)
-    if 'SyncBN' in cfg_text:
-        _replace_syncbn(model_cfg)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(model_cfg)
-    return model, scope
-
-
-def _replace_syncbn(cfg) -> None:
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            _replace_syncbn(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            _replace_syncbn(value)
+    drop_path_rate = cfg.model.backbone.get('drop_path_rate', 0.)
+    return build_model_from_config(
+        cfg, backbone=backbone_cfg(name, with_cp, drop_path_rate))
 
 
 class Subject:
@@ -339,22 +317,12 @@ class Subject:
             self.scope in (None, 'mmseg'))
 
     def infer(self, x: torch.Tensor, compiled: bool = False):
-        if self.name == 'fcaformer-blas':
-            from fcaformer_mm.models.backbones import fcaformer
-            fcaformer.ONEDNN_LINEAR = False
-            try:
-                return self._infer(x, compiled)
-            finally:
-                fcaformer.ONEDNN_LINEAR = True
-        return self._infer(x, compiled)
-
-    def _infer(self, x: torch.Tensor, compiled: bool = False):
         model = self.compiled if compiled else self.model
-        if self.scope is None:
-            return model(x)
-        if self.scope == 'mmdet':
-            return model._forward(x, _det_samples(x))
-        return model._forward(x)
+        if self.name == 'fcaformer-blas':
+            from fcaformer_mm.models.utils import execution_options
+            with execution_options(onednn_linear=False):
+                return tensor_forward(self.scope)(model, x)
+        return tensor_forward(self.scope)(model, x)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         if self.scope is None:
@@ -362,21 +330,6 @@ class Subject:
         losses = self.model.loss(x, _seg_samples(x))
         return sum(v for k, v in losses.items()
                    if 'loss' in k and isinstance(v, torch.Tensor))
-
-
-def _det_samples(x: torch.Tensor) -> list:
-    from mmdet.structures import DetDataSample
-
-    shape = tuple(x.shape[-2:])
-    return [
-        DetDataSample(
-            metainfo=dict(
-                img_shape=shape,
-                ori_shape=shape,
-                pad_shape=shape,
-                batch_input_shape=shape,
-                scale_factor=(1., 1.))) for _ in range(x.shape[0])
-    ]
 
 
 def _seg_samples(x: torch.Tensor) -> list:

@@ -10,11 +10,12 @@ nn-only
     transposed convolutions, linear layers, ReLU-like activations, poolings,
     BatchNorm/GroupNorm/InstanceNorm/LayerNorm, ``nn.Upsample``);
     subclasses, other modules and all functional operations, attention
-    matmuls included, count nothing. FcaFormer runs on its plain code path
-    for this count (every layer called as its module, see
-    ``fcaformer_mm.models.backbones.fcaformer.plain_code_path``), and the
-    key/value projection of its cross tokens, which uses ``qkv``'s weights
-    directly, is counted as a linear layer (under ``FcaBlock``).
+    matmuls included, count nothing. FcaFormer runs its reference
+    computation for this count (every layer called as its module, see
+    ``fcaformer_mm.models.utils.reference_path``); a module type may add
+    what its layers do not show through a static ``nn_module_macs(module,
+    inputs, output)`` (FcaFormer's ``FcaBlock`` adds the key/value
+    projection of its cross tokens, which uses ``qkv``'s weights).
 full
     ``mmengine.analysis.FlopAnalyzer``, which traces the forward pass and
     counts operators (convolutions, linear layers, ``matmul``/``bmm``/
@@ -55,6 +56,12 @@ import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 from torch import nn
+
+from fcaformer_mm.models.utils import reference_path
+from fcaformer_mm.utils.model_builder import (
+    build_model_from_config,
+    tensor_forward,
+)
 
 #: Input (H, W) used when ``--shape`` is not given, by default scope.
 DEFAULT_SHAPES: dict[str, tuple[int, int]] = {
@@ -139,14 +146,6 @@ def _norm_macs(module: nn.Module, inputs: tuple,
     return _first(inputs).numel() * (2 if affine else 1)
 
 
-def _fca_cross_kv_macs(module: nn.Module, inputs: tuple,
-                       output: object) -> int:
-    """The k/v projection of an FCA block's cross tokens (``2 * dim``
-    outputs per token; the block calls ``qkv``'s weights, not the module)."""
-    cross = inputs[1] if len(inputs) > 1 else None
-    return 0 if cross is None else cross.numel() * 2 * module.dim
-
-
 def nn_counter_rules() -> dict[type, Callable]:
     """The module types that mmcv 1.x counts, and how.
 
@@ -173,9 +172,6 @@ def nn_counter_rules() -> dict[type, Callable]:
     rules[nn.Linear] = _linear_macs
     rules[nn.Upsample] = _output_elements
     rules[nn.ConvTranspose2d] = _deconv_macs
-    with contextlib.suppress(ImportError):
-        from fcaformer_mm.models.backbones.fcaformer import FcaBlock
-        rules[FcaBlock] = _fca_cross_kv_macs
     try:
         from mmcv.cnn.bricks import wrappers
     except ImportError:
@@ -191,13 +187,12 @@ def nn_counter_rules() -> dict[type, Callable]:
     return rules
 
 
-def _plain_code_path():
-    """FcaFormer's plain code path, where the package is installed."""
-    try:
-        from fcaformer_mm.models.backbones.fcaformer import plain_code_path
-    except ImportError:
-        return contextlib.nullcontext()
-    return plain_code_path()
+def _rule_of(module: nn.Module, rules: dict[type, Callable]) -> Callable:
+    """The counting rule of ``module``: by exact type, else the module
+    type's own ``nn_module_macs`` (None for neither)."""
+    rule = rules.get(type(module))
+    return rule if rule is not None else getattr(
+        type(module), 'nn_module_macs', None)
 
 
 def count_nn_macs(model: nn.Module, forward: Callable[[], object],
@@ -225,14 +220,14 @@ def count_nn_macs(model: nn.Module, forward: Callable[[], object],
 
     handles = []
     for module in model.modules():
-        rule = rules.get(type(module))
+        rule = _rule_of(module, rules)
         if rule is not None:
             handles.append(
                 module.register_forward_hook(
                     make_hook(rule,
                               type(module).__name__)))
     try:
-        with torch.no_grad(), _plain_code_path():
+        with torch.no_grad(), reference_path():
             forward()
     finally:
         for handle in handles:
@@ -245,19 +240,6 @@ def count_nn_macs(model: nn.Module, forward: Callable[[], object],
 # --------------------------------------------------------------------------
 # The full counter: traced operators.
 # --------------------------------------------------------------------------
-class _TensorForward(nn.Module):
-    """Expose a model's tensor path as ``forward(inputs)`` for tracing."""
-
-    def __init__(self, model: nn.Module,
-                 forward: Callable[[nn.Module, torch.Tensor], object]):
-        super().__init__()
-        self.model = model
-        self._forward = forward
-
-    def forward(self, inputs: torch.Tensor) -> object:
-        return self._forward(self.model, inputs)
-
-
 def count_full_macs(model: nn.Module,
                     forward: Callable[[nn.Module, torch.Tensor], object],
                     inputs: torch.Tensor,
@@ -275,7 +257,7 @@ def count_full_macs(model: nn.Module,
         tuple: The MACs, the name of the counter used, and the MACs per
         operator.
     """
-    wrapper = _TensorForward(model, forward).eval()
+    wrapper = _ForwardWith(model, forward).eval()
     errors = []
     if counter in ('auto', 'mmengine'):
         try:
@@ -365,58 +347,23 @@ def _count_torch(wrapper: nn.Module,
 # Models of the host codebases.
 # --------------------------------------------------------------------------
 def build_model(cfg: Config) -> tuple[nn.Module, str]:
-    """Build ``cfg.model`` in the config's default scope, in eval mode.
-
-    ``custom_imports`` are imported first. A top-level
-    ``data_preprocessor`` is handed to the model as mmengine's Runner does.
-    The default scope is set only while building, so that callers in the
-    same process keep theirs.
-
-    Returns:
-        tuple: The model and the default scope.
-    """
-    from mmengine.registry import MODELS, DefaultScope
-    from mmengine.utils import import_modules_from_strings
-
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg['custom_imports'])
-    scope = cfg.get('default_scope') or 'mmengine'
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(model_cfg)
+    """``cfg.model`` in eval mode and its scope (see
+    :func:`fcaformer_mm.utils.model_builder.build_model_from_config`)."""
+    model, scope = build_model_from_config(cfg)
     return model.eval(), scope
 
 
-def _detector_samples(height: int, width: int) -> list:
-    from mmdet.structures import DetDataSample
+class _ForwardWith(nn.Module):
+    """``forward(model, inputs)`` as a module, for tracing."""
 
-    shape = (height, width)
-    return [
-        DetDataSample(
-            metainfo=dict(
-                img_shape=shape,
-                ori_shape=shape,
-                pad_shape=shape,
-                batch_input_shape=shape,
-                scale_factor=(1., 1.)))
-    ]
+    def __init__(self, model: nn.Module,
+                 forward: Callable[[nn.Module, torch.Tensor], object]):
+        super().__init__()
+        self.model = model
+        self._forward = forward
 
-
-def tensor_forward(model: nn.Module, scope: str, height: int,
-                   width: int) -> Callable[[nn.Module, torch.Tensor], object]:
-    """The tensor path of a host's model, as ``forward(model, inputs)``."""
-    if scope == 'mmdet':
-        samples = _detector_samples(height, width)
-        return lambda m, x: m._forward(x, samples)
-    if scope == 'mmseg':
-        return lambda m, x: m._forward(x)
-    if scope == 'mmpretrain':
-        return lambda m, x: m(x, mode='tensor')
-    if hasattr(model, '_forward'):
-        return lambda m, x: m._forward(x)
-    return lambda m, x: m(x)
+    def forward(self, inputs: torch.Tensor) -> object:
+        return self._forward(self.model, inputs)
 
 
 @contextlib.contextmanager
@@ -551,7 +498,7 @@ def analyse(config: str,
     model, scope = build_model(cfg)
     height, width = _input_shape(shape, scope)
     inputs = torch.randn(1, 3, height, width)
-    forward = tensor_forward(model, scope, height, width)
+    forward = tensor_forward(scope)
 
     nn_by_type: Counter = Counter()
     rois: list = []

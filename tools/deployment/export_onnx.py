@@ -97,60 +97,22 @@ def make_exportable(model: nn.Module) -> int:
     return swapped
 
 
-class TensorPath(nn.Module):
-    """The tensor path of a host model, as a plain ``forward(images)``."""
-
-    def __init__(self, model: nn.Module, kind: str) -> None:
-        super().__init__()
-        self.model = model
-        self.kind = kind
-
-    def forward(self, x: torch.Tensor):
-        if self.kind == 'segmentor':
-            return self.model._forward(x)
-        return tuple(self.model(x))
-
-
-def _replace_syncbn(cfg) -> None:
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            _replace_syncbn(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            _replace_syncbn(value)
-
-
 def build(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The module to export and its kind (``segmentor`` or ``backbone``)."""
-    from mmengine.registry import MODELS, DefaultScope
-
-    import fcaformer_mm  # noqa: F401  (registers FcaFormer)
+    from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+    from fcaformer_mm.utils.model_builder import (
+        TensorForward,
+        build_model_from_config,
+    )
 
     if args.config is None:
-        from fcaformer_mm.models.backbones.fcaformer import FcaFormer
         model, kind = FcaFormer(arch=args.arch), 'backbone'
     else:
-        from mmengine.config import Config
-        from mmengine.utils import import_modules_from_strings
-
-        cfg = Config.fromfile(args.config)
-        if cfg.get('custom_imports'):
-            import_modules_from_strings(**cfg['custom_imports'])
-        scope = cfg.get('default_scope') or 'mmengine'
-        model_cfg = cfg.model.to_dict() if hasattr(
-            cfg.model, 'to_dict') else dict(cfg.model)
-        if cfg.get('data_preprocessor') is not None:
-            model_cfg.setdefault('data_preprocessor',
-                                 cfg.data_preprocessor.to_dict())
-        _replace_syncbn(model_cfg)
-        # Weights come from --checkpoint, never from the config's URLs.
-        model_cfg.get('backbone', model_cfg).pop('init_cfg', None)
-        if args.backbone_only and 'backbone' in model_cfg:
-            model_cfg = model_cfg['backbone']
-        with DefaultScope.overwrite_default_scope(scope):
-            model = MODELS.build(model_cfg)
+        # Weights come from --checkpoint, never from the config's init_cfg
+        # (building does not initialise).
+        model, _ = build_model_from_config(args.config)
+        if args.backbone_only and hasattr(model, 'backbone'):
+            model = model.backbone
         kind = 'segmentor' if hasattr(model, 'decode_head') else 'backbone'
         if kind == 'backbone' and hasattr(model, 'backbone'):
             raise ValueError(
@@ -166,7 +128,8 @@ def build(args: argparse.Namespace) -> tuple[nn.Module, str]:
             raise ValueError(f'{type(backbone).__name__} has no '
                              'switch_to_deploy().')
         backbone.switch_to_deploy()
-    return TensorPath(model, kind).eval(), kind
+    scope = 'mmseg' if kind == 'segmentor' else None
+    return TensorForward(model, scope).eval(), kind
 
 
 def export(module: nn.Module, path: str, shape: Sequence[int],
