@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from fcaformer_mm.models.utils.checkpoint import select_state_dict
+
 # (embed_dims, depths) of the official variants, for the metadata only.
 KNOWN_ARCHS = {
     ((64, 128, 192, 320), (2, 2, 6, 2)): 'fcaformer-l1',
@@ -81,26 +83,21 @@ def load_official(path: str) -> Mapping:
 
 def select_weights(ckpt: Mapping, use_ema: bool) -> tuple[dict, str]:
     """Return the state dict to convert and the entry it came from."""
-    if not isinstance(ckpt, Mapping):
-        raise ConversionError(
-            f'Expected a dict checkpoint, got a {type(ckpt).__name__}.')
-    if 'state_dict' in ckpt:
+    if isinstance(ckpt, Mapping) and 'state_dict' in ckpt:
         raise ConversionError(
             "The checkpoint has a 'state_dict' entry: it is already in the "
             'OpenMMLab layout.')
     key = 'model_ema' if use_ema else 'model'
-    if key not in ckpt:
+    try:
+        weights = select_state_dict(ckpt, key, 'The checkpoint')
+    except KeyError as err:
         raise ConversionError(
-            f"The checkpoint has no {key!r} entry (entries: "
+            f'The checkpoint has no {key!r} entry (entries: '
             f'{sorted(map(str, ckpt))}).' +
-            (' It was trained without EMA; drop --ema.' if use_ema else ''))
-    weights = ckpt[key]
-    if not isinstance(weights, Mapping):
-        raise ConversionError(f'{key!r} is not a state dict.')
-    weights = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    # Weights saved from a DistributedDataParallel model.
-    if weights and all(k.startswith('module.') for k in weights):
-        weights = {k[len('module.'):]: v for k, v in weights.items()}
+            (' It was trained without EMA; drop --ema.' if use_ema else '')
+        ) from err
+    except TypeError as err:
+        raise ConversionError(str(err)) from err
     if STEM_KEY not in weights:
         raise ConversionError(
             f"{key!r} holds no FcaFormer weights (no {STEM_KEY!r}).")
