@@ -15,6 +15,10 @@ The options are those of the codebases' own ``tools/test.py``, plus
     ``.pkl`` file of the predictions.
 ``--cpu``
     Test on the CPU (SyncBN -> BN, gloo backend; the GPUs are hidden).
+``--no-deploy``
+    Keep FcaFormer unfolded. By default its Conv-BN layers and layer scales
+    are folded once the checkpoint is loaded (``switch_to_deploy()``, same
+    numbers, faster), except when an ``EMAHook`` swaps weights.
 
 Examples:
     python tools/test.py configs/upernet_fcaformer_l2_ade20k.py \\
@@ -67,6 +71,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action='store_true',
         help='test on the CPU: SyncBN -> BN, gloo backend; the GPUs are '
         'hidden')
+    parser.add_argument(
+        '--no-deploy',
+        action='store_true',
+        help='do not fold FcaFormer (switch_to_deploy) after loading the '
+        'checkpoint')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -123,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         init_cpu_dist(args.launcher, **cfg.env_cfg.get('dist_cfg', {}))
     runner = ep.build_runner(cfg)
     ep.add_out_dumper(runner, cfg, args.out)
+    if not args.no_deploy:
+        from fcaformer_mm.engine.hooks import SwitchToDeployHook
+        runner.register_hook(SwitchToDeployHook())
     return runner.test()
 
 
