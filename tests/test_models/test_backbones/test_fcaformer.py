@@ -210,6 +210,43 @@ def test_other_argument_errors():
         FcaFormer(TINY, window_sizes=(14, ))
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(drop_path_rate=1.0), r'drop_path_rate must be a number in \[0, 1\)'),
+    (dict(drop_path_rate=-0.1), 'drop_path_rate'),
+    (dict(drop_path_rate='0.1'), 'drop_path_rate'),
+    (dict(out_indices=True), 'sequence of ints'),
+    (dict(out_indices=(0, False)), 'sequence of ints'),
+    (dict(out_indices=(1.0, 2)), 'sequence of ints'),
+    (dict(out_indices='23'), 'sequence of ints'),
+    (dict(window_sizes=(14.0, 7)), 'two positive ints'),
+    (dict(window_sizes=(True, 7)), 'two positive ints'),
+    (dict(window_sizes=(14, 0)), 'two positive ints'),
+    (dict(window_sizes='14'), 'two positive ints'),
+])
+def test_bad_argument_types(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FcaFormer(TINY, **kwargs)
+
+
+def test_bad_image_dtypes():
+    model = FcaFormer(TINY).eval()
+    x = seeded_input((1, 3, 32, 32), seed=5)
+    with pytest.raises(TypeError, match=r'torch.uint8 images.*x.float\(\)'):
+        model((x * 50).to(torch.uint8))
+    with pytest.raises(TypeError, match=r'torch.int64 images'):
+        model(x.long())
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        with pytest.raises(TypeError, match=f'{dtype} images but its weights '
+                           r'are torch.float32.*torch.autocast'):
+            model(x.to(dtype))
+    # The fixes the messages name work.
+    with torch.no_grad():
+        model(x)
+        model.double()(x.double())
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        FcaFormer(TINY).eval()(x.bfloat16())
+
+
 def test_build_from_registry():
     # Scoped: another test's Runner may have left a different default scope.
     with DefaultScope.overwrite_default_scope('fcaformer_mm'):
