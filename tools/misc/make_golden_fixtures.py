@@ -240,16 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.force:
         print(f'error: {out} exists; pass --force to replace it, or choose '
               'another --out.', file=sys.stderr)
-        return 2
+        return 1
     if out.exists() and out.is_dir():
         print(f'error: --out {out} is a directory; give a file path.',
               file=sys.stderr)
-        return 2
+        return 1
     try:
         fixtures = make_fixtures(args.official_checkout)
     except (FileNotFoundError, ImportError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return 1
     previous = (torch.load(out, map_location='cpu', weights_only=True)
                 if out.exists() else None)
     save_atomically(fixtures, out)
