@@ -47,9 +47,10 @@ Models (``--models``):
 ``official``
     The official ``FcaFormer_SH_512`` L2, loaded from a local checkout of
     ``hkzhang-git/FcaFormer`` given by ``--official-path`` (its
-    ``semantic-segmentation/backbone/fcaformer.py``, imported with stand-ins
-    for the mmcv 1.x, mmseg 0.x and timm helpers it imports); left out
-    without that option.
+    ``semantic-segmentation/backbone/fcaformer.py``, loaded by
+    ``fcaformer_mm.utils.official.load_official_dense`` with stand-ins for
+    the mmcv 1.x, mmseg 0.x and timm helpers it imports); left out without
+    that option.
 ``convnext-t``, ``swin-t``
     mmpretrain's ConvNeXt-T and Swin-T, all four stages out.
 
@@ -73,7 +74,6 @@ import argparse
 import contextlib
 import ctypes
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -82,7 +82,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -93,6 +92,7 @@ from fcaformer_mm.utils.model_builder import (
     build_model_from_config,
     tensor_forward,
 )
+from fcaformer_mm.utils.official import load_official_dense
 
 MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
                'swin-t', 'fcaformer-blas')
@@ -108,89 +108,11 @@ L2 = dict(
     depths=[2, 2, 7, 2],
     num_heads=[0, 0, 10, 15],
     seg_head_dims=[96, 192, 384, 768])
-OFFICIAL_FILE = Path('semantic-segmentation', 'backbone', 'fcaformer.py')
 
 
 # --------------------------------------------------------------------------
 # The official model, imported from a local checkout
 # --------------------------------------------------------------------------
-def _stand_ins() -> dict[str, types.ModuleType]:
-    """Modules the official file imports, reduced to what it uses."""
-    from fcaformer_mm.models.backbones.fcaformer import DropPath
-
-    def module(name: str, **attrs) -> types.ModuleType:
-        mod = types.ModuleType(name)
-        mod.__dict__.update(attrs)
-        return mod
-
-    class _Registry:
-
-        def register_module(self, *args, **kwargs):
-            return lambda cls: cls
-
-    def trunc_normal_(tensor, mean=0., std=1., a=-2., b=2.):
-        return nn.init.trunc_normal_(tensor, mean, std, a, b)
-
-    def to_2tuple(x):
-        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
-
-    def unavailable(*args, **kwargs):
-        raise RuntimeError('not available in the benchmark')
-
-    mods = {
-        'timm': module('timm'),
-        'timm.models': module('timm.models'),
-        'timm.models.layers': module(
-            'timm.models.layers',
-            trunc_normal_=trunc_normal_,
-            DropPath=DropPath,
-            to_2tuple=to_2tuple),
-        'timm.models.registry': module(
-            'timm.models.registry', register_model=lambda fn: fn),
-        'mmcv_custom': module('mmcv_custom', load_checkpoint=unavailable),
-        'mmseg': module('mmseg'),
-        'mmseg.utils': module('mmseg.utils', get_root_logger=unavailable),
-        'mmseg.models': module('mmseg.models'),
-        'mmseg.models.builder': module(
-            'mmseg.models.builder', BACKBONES=_Registry()),
-    }
-    try:
-        import matplotlib.pyplot  # noqa: F401
-    except ImportError:
-        mods['matplotlib'] = module('matplotlib')
-        mods['matplotlib.pyplot'] = module('matplotlib.pyplot')
-    return mods
-
-
-def load_official(path: str | Path) -> type:
-    """``FcaFormer_SH_512`` of a local checkout of the official code.
-
-    The stand-in modules are put in ``sys.modules`` only while the file is
-    executed; the real mmseg, if installed, is untouched afterwards.
-    """
-    root = Path(path)
-    file = root / OFFICIAL_FILE if root.is_dir() else root
-    if not file.is_file():
-        raise FileNotFoundError(
-            f'{file} not found: --official-path must be a checkout of '
-            f'hkzhang-git/FcaFormer (or its {OFFICIAL_FILE}).')
-    stand_ins = _stand_ins()
-    saved = {name: sys.modules.get(name) for name in stand_ins}
-    sys.modules.update(stand_ins)
-    try:
-        spec = importlib.util.spec_from_file_location(
-            '_official_fcaformer_dense', file)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = value
-    return mod.FcaFormer_SH_512
-
-
 class OfficialBackbone(nn.Module):
     """The official dense L2 behind an OpenMMLab-style interface."""
 
@@ -200,7 +122,7 @@ class OfficialBackbone(nn.Module):
                  **kwargs) -> None:
         super().__init__()
         if self.official_cls is None:
-            raise RuntimeError('load_official() first')
+            raise RuntimeError('load_official_dense() first')
         # The official model has no activation checkpointing.
         self.model = self.official_cls(drop_path_rate=drop_path_rate, **L2)
 
@@ -656,7 +578,8 @@ def memory_child_main(spec: str) -> int:
     opts = json.loads(spec)
     torch.set_num_threads(opts['threads'])
     if opts['official_path']:
-        OfficialBackbone.official_cls = load_official(opts['official_path'])
+        OfficialBackbone.official_cls = load_official_dense(
+            opts['official_path'])
     args = argparse.Namespace(
         device=opts['device'],
         train_batch=opts['batch'],
@@ -817,7 +740,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.official_path:
-        OfficialBackbone.official_cls = load_official(args.official_path)
+        OfficialBackbone.official_cls = load_official_dense(
+            args.official_path)
     torch.manual_seed(0)
     report: dict = dict(
         meta=dict(

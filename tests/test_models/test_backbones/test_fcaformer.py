@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,11 @@ from torch import nn
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.models.utils import checkpoint as checkpoint_module
 from fcaformer_mm.registry import MODELS
+from fcaformer_mm.utils.seeded import (
+    seeded_input,
+    seeded_state_dict,
+    shapes_of,
+)
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'fcaformer_golden.pth'
 OFFICIAL_KEYS = (Path(__file__).parents[2] / 'data' /
@@ -36,58 +40,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def seeded_state_dict(shapes: dict[str, torch.Size],
-                      seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic weights for the given state-dict names and shapes.
-
-    Every entry gets its own generator, seeded from ``seed`` and the CRC32
-    of its name, so its values depend on its name and shape only, not on
-    the order in which a model creates its modules nor on which other
-    entries exist. Values are chosen to keep activations of order one:
-    fan-in scaled weights, norm weights near 1, positive running variances,
-    layer scales of 0.1, non-trivial attention biases.
-
-    The golden fixtures in ``tests/data`` were made by loading these weights
-    into the official FcaFormer code and running it.
-    """
-    out = {}
-    for key in sorted(shapes):
-        shape = tuple(shapes[key])
-        name = key.rsplit('.', 1)[-1]
-        if name == 'num_batches_tracked':
-            out[key] = torch.zeros(shape, dtype=torch.long)
-            continue
-        gen = torch.Generator().manual_seed(seed * 2**32 +
-                                            zlib.crc32(key.encode()))
-        noise = torch.randn(shape, generator=gen)
-        if name == 'running_var':
-            value = 0.5 + noise.abs()
-        elif name == 'running_mean':
-            value = 0.1 * noise
-        elif name.startswith('gamma'):
-            value = 0.1 + 0.05 * noise
-        elif name == 's_scale_factors':
-            value = 1 + 0.1 * noise
-        elif name in ('attention_biases', 's_token_bias'):
-            value = 0.5 * noise
-        elif len(shape) == 1 and name == 'weight':
-            value = 1 + 0.1 * noise
-        elif len(shape) == 1:
-            value = 0.02 * noise
-        else:
-            value = noise * math.prod(shape[1:])**-0.5
-        out[key] = value
-    return out
-
-
-def seeded_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def shapes_of(module: nn.Module) -> dict[str, torch.Size]:
-    return {key: value.shape for key, value in module.state_dict().items()}
 
 
 def official_classifier_state(arch: str | dict, seed: int,

@@ -1,0 +1,106 @@
+"""Tests of tools/misc/make_golden_fixtures.py as a command line.
+
+The script runs the official code, which is not available here, so its
+cases are checked by remaking the fixtures by hand (see the script); these
+tests cover what it does before and after: its arguments, refusing what is
+not an official checkout, and never replacing a file without --force.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).parents[2]
+TOOL = ROOT / 'tools' / 'misc' / 'make_golden_fixtures.py'
+FIXTURE = ROOT / 'tests' / 'data' / 'fcaformer_golden.pth'
+EXPECTED_FILE = 'semantic-segmentation/backbone/fcaformer.py'
+
+
+def run_tool(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (str(ROOT), env.get('PYTHONPATH')) if p)
+    return subprocess.run([sys.executable, str(TOOL), *argv],
+                          capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('make_golden', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help():
+    proc = run_tool('--help')
+    assert proc.returncode == 0, proc.stderr
+    assert 'OFFICIAL_CHECKOUT' in proc.stdout
+    assert '--force' in proc.stdout and '--out' in proc.stdout
+
+
+def test_not_an_official_checkout(tmp_path):
+    out = tmp_path / 'golden.pth'
+    proc = run_tool(str(tmp_path), '--out', str(out))
+    assert proc.returncode == 1
+    assert EXPECTED_FILE in proc.stderr
+    assert 'hkzhang-git/FcaFormer' in proc.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite(tmp_path):
+    out = tmp_path / 'golden.pth'
+    out.write_bytes(b'made by the user')
+    proc = run_tool(str(tmp_path), '--out', str(out))
+    assert proc.returncode == 1
+    assert 'exists' in proc.stderr and '--force' in proc.stderr
+    assert out.read_bytes() == b'made by the user'
+    # With --force, a failed run leaves the file as it was.
+    proc = run_tool(str(tmp_path / 'nowhere'), '--out', str(out), '--force')
+    assert proc.returncode == 1
+    assert EXPECTED_FILE in proc.stderr
+    assert out.read_bytes() == b'made by the user'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['golden.pth']
+
+
+def test_default_out_is_the_committed_fixture():
+    before = FIXTURE.read_bytes()
+    proc = run_tool(str(ROOT))
+    assert proc.returncode == 1
+    assert str(FIXTURE) in proc.stderr and '--force' in proc.stderr
+    assert FIXTURE.read_bytes() == before
+
+
+def test_cases_match_the_committed_fixture():
+    # The script rebuilds exactly the committed cases (all but outputs).
+    tool = load_tool()
+    golden = torch.load(FIXTURE, map_location='cpu', weights_only=True)
+    assert golden['weight_seed'] == tool.WEIGHT_SEED
+    assert golden['note'] == tool.NOTE
+    assert len(golden['cases']) == len(tool.CASES)
+    for case, (spec, _) in zip(golden['cases'], tool.CASES):
+        assert {k: v for k, v in case.items()
+                if k not in ('input_sum', 'outputs')} == spec
+        x = tool.seeded_input(spec['input_shape'], spec['input_seed'])
+        assert x.double().sum().item() == pytest.approx(
+            case['input_sum'], abs=1e-6)
+
+
+def test_save_atomically(tmp_path):
+    tool = load_tool()
+    out = tmp_path / 'sub' / 'golden.pth'
+    tool.save_atomically({'cases': [{'outputs': [torch.ones(2)]}]}, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ['golden.pth']
+    saved = torch.load(out, weights_only=True)
+    assert torch.equal(saved['cases'][0]['outputs'][0], torch.ones(2))
+    new = {'cases': [{'outputs': [torch.full((2, ), 1.5)]}]}
+    assert tool.max_differences(new, saved) == [0.5]
+    assert tool.max_differences(
+        {'cases': [{'outputs': [torch.ones(3)]}]}, saved) == [None]
