@@ -55,8 +55,8 @@ HARMLESS_UNEXPECTED = (
 )
 #: Top-level parts of a model whose weights a checkpoint must hold.
 REQUIRED_PARTS = re.compile(r'^(backbone|neck|[A-Za-z0-9_]*head)$')
-#: How many keys of each kind a report lists.
-MAX_LISTED = 20
+#: How many keys of each kind and part a report lists.
+MAX_LISTED = 8
 
 
 class CheckpointFitError(CheckpointError, RuntimeError):
@@ -76,7 +76,7 @@ class CheckpointFit:
             there (backbone, neck, heads).
         unexpected (list[str]): Checkpoint keys the model does not have
             (not the harmless ones).
-        mismatched (list[str]): ``key: checkpoint shape vs model shape``.
+        mismatched (list[str]): ``key: checkpoint (shape), model (shape)``.
         harmless (list[str]): Keys set apart as harmless.
     """
     matched: list[str] = field(default_factory=list)
@@ -106,27 +106,37 @@ class CheckpointFit:
         return found
 
     def report(self) -> str:
-        """The keys, by kind (at most :data:`MAX_LISTED` of each)."""
+        """The keys, by kind and by top-level part of the model (at most
+        :data:`MAX_LISTED` keys of each part)."""
 
         def listed(title: str, keys: list[str]) -> list[str]:
             if not keys:
                 return []
-            more = len(keys) - MAX_LISTED
-            return [f'{title} ({len(keys)}):'] + [
-                f'  {k}' for k in keys[:MAX_LISTED]
-            ] + ([f'  ... and {more} more'] if more > 0 else [])
+            parts: dict[str, list[str]] = {}
+            for key in keys:
+                parts.setdefault(key.split('.', 1)[0], []).append(key)
+            lines = [f'{title}: {len(keys)}']
+            for part, part_keys in parts.items():
+                more = len(part_keys) - MAX_LISTED
+                lines.append(f'  {part} ({len(part_keys)}): ' +
+                             ', '.join(part_keys[:MAX_LISTED]) +
+                             (f', ... and {more} more' if more > 0 else ''))
+            return lines
 
         lines = [f'matched weights: {len(self.matched)}']
-        lines += listed('weights of other shapes (checkpoint vs model)',
-                        self.mismatched)
+        if self.mismatched:
+            more = len(self.mismatched) - MAX_LISTED
+            lines += [f'weights of other shapes: {len(self.mismatched)}']
+            lines += [f'  {k}' for k in self.mismatched[:MAX_LISTED]]
+            lines += [f'  ... and {more} more'] if more > 0 else []
         lines += listed('missing keys (in the model, not in the checkpoint)',
                         self.missing)
         lines += listed(
             'unexpected keys (in the checkpoint, not in the model)',
             self.unexpected)
         if self.harmless:
-            lines.append(f'set apart as harmless: {len(self.harmless)} keys '
-                         '(num_batches_tracked, EMA copies)')
+            lines.append('set apart as harmless (num_batches_tracked, EMA '
+                         f'copies): {len(self.harmless)}')
         return '\n'.join(lines)
 
 
@@ -227,7 +237,7 @@ def check_fit(model: nn.Module | Mapping[str, Any],
                     fit.required_missing.append(key)
         elif tuple(state_dict[key].shape) != tuple(value.shape):
             fit.mismatched.append(
-                f'{key}: {tuple(state_dict[key].shape)} vs '
+                f'{key}: checkpoint {tuple(state_dict[key].shape)}, model '
                 f'{tuple(value.shape)}')
         else:
             fit.matched.append(key)

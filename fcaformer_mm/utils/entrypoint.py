@@ -160,8 +160,9 @@ def _check_auto_resume(work_dir: str, found: list[str]) -> None:
         raise WorkDirError(
             f'--resume: {osp.join(work_dir, "last_checkpoint")} is empty, '
             'so it names no checkpoint to resume from (a run stopped while '
-            f'writing it?). {listing} Or delete the empty last_checkpoint '
-            'and train without --resume to start a new run.')
+            f'writing it?). {listing} Or start a new run: in another '
+            '--work-dir, or here with --overwrite (deletes these '
+            'checkpoints).')
     if '://' not in last and not osp.isfile(osp.expanduser(last)):
         raise WorkDirError(
             f'--resume: {osp.join(work_dir, "last_checkpoint")} names '

@@ -46,7 +46,7 @@ def test_checkpoint_of_another_model_is_refused():
         ensure_fit(model, other, 'other.pth')
     message = str(info.value)
     assert 'other.pth does not fit Detector' in message
-    assert 'roi_head.weight: (5, 4) vs (3, 4)' in message
+    assert 'roi_head.weight: checkpoint (5, 4), model (3, 4)' in message
     assert 'missing keys' in message and 'neck.weight' in message
     assert 'unexpected keys' in message and 'mask_head.weight' in message
     # Shapes that differ are never accepted, not even as a partial load.
