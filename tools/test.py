@@ -15,6 +15,17 @@ The options are those of the codebases' own ``tools/test.py``, plus
     ``.pkl`` file of the predictions.
 ``--cpu``
     Test on the CPU (SyncBN -> BN, gloo backend; the GPUs are hidden).
+``--allow-partial``
+    Test although weights of the backbone, neck or heads are missing from
+    the checkpoint. Without it, a checkpoint that does not fit the config's
+    model (no weight matched, a weight missing or of another shape) stops
+    the tool with a non-zero exit and the list of missing and unexpected
+    keys (``fcaformer_mm.utils.checkpoint_check``), instead of scoring
+    weights that never loaded.
+
+The checkpoint is read with ``torch.load(weights_only=True)``, local or
+URL (``fcaformer_mm.compat``); an unsafe or unreadable one stops the tool
+with a message that says why.
 
 Examples:
     python tools/test.py configs/upernet_fcaformer_l2_ade20k.py \\
@@ -68,6 +79,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='test on the CPU: SyncBN -> BN, gloo backend; the GPUs are '
         'hidden')
     parser.add_argument(
+        '--allow-partial',
+        action='store_true',
+        help='test even if backbone, neck or head weights are missing from '
+        'the checkpoint (they keep their initial values)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -89,8 +105,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Test; return the metrics."""
     args = parse_args(argv)
     import fcaformer_mm  # noqa: F401  (registers into the hosts)
+    from fcaformer_mm.compat import CheckpointError, check_checkpoint_file
     from fcaformer_mm.datasets.checks import check_dataset_layout
     from fcaformer_mm.utils import entrypoint as ep
+    from fcaformer_mm.utils.checkpoint_check import CheckpointFitHook
     from fcaformer_mm.utils.cpu import (
         check_cpu_device,
         init_cpu_dist,
@@ -99,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if args.cpu:
         check_cpu_device()
+    if '://' not in args.checkpoint:
+        try:  # before anything is built
+            check_checkpoint_file(args.checkpoint)
+        except CheckpointError as err:
+            raise SystemExit(f'{type(err).__name__}: {err}') from None
 
     cfg = ep.load_config(args.config, args.cfg_options, args.work_dir,
                          args.launcher)
@@ -123,7 +146,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         init_cpu_dist(args.launcher, **cfg.env_cfg.get('dist_cfg', {}))
     runner = ep.build_runner(cfg)
     ep.add_out_dumper(runner, cfg, args.out)
-    return runner.test()
+    runner.register_hook(
+        CheckpointFitHook(args.allow_partial, args.checkpoint),
+        priority='VERY_HIGH')
+    try:
+        return runner.test()
+    except CheckpointError as err:
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
 
 
 if __name__ == '__main__':
