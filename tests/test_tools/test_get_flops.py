@@ -246,7 +246,7 @@ def test_command_line(tmp_path):
                           capture_output=True,
                           text=True,
                           cwd=tmp_path,
-                          timeout=600)
+                          timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert 'FlopCounterMode' in proc.stdout
     result = json.loads(out.read_text())
