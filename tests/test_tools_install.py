@@ -4,12 +4,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Only catches a hang: many times what these commands take on a busy
+#: machine. No test here depends on how fast the machine is.
+HANG_TIMEOUT = 1800
 
 
 def test_installer_dry_run_keeps_working_stack():
     out = subprocess.run(
         [sys.executable, str(ROOT / 'tools' / 'install.py'), '--dry-run'],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert 'torchvision' in text and ': kept' in text
@@ -20,14 +23,21 @@ def test_installer_dry_run_keeps_working_stack():
 
 
 def test_demo_reports_environment():
-    out = subprocess.run([sys.executable, str(ROOT / 'tools' / 'demo.py')],
-                         capture_output=True, text=True, timeout=300)
+    """The demo's environment report alone (``--report-only``): the
+    training itself is run by the README's first command, and the tools it
+    calls are tested end to end in tests/test_e2e."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'demo.py'), '--report-only'],
+        capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert 'mmcv ops load: yes' in out.stdout
     assert 'FcaFormer: fcaformer_mm, mmpretrain, mmseg, mmdet' in out.stdout
+    assert ('checkpoint loaders read with weights_only=True: local paths, '
+            in out.stdout)
+    assert 'Synthetic ADE20K' not in out.stdout  # no training ran
 
 
 def test_ruff_clean():
     out = subprocess.run([sys.executable, '-m', 'ruff', 'check', str(ROOT)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -22,7 +22,10 @@ Steps:
 
 It exits with a non-zero status if the stack is incomplete or the mIoU is
 not clearly above chance. Options: ``--iters``, ``--crop``, ``--batch``,
-``--work-dir`` (see ``--help``).
+``--work-dir`` (see ``--help``); ``--report-only`` prints the environment
+report alone (step 5) and exits with the same status check of the stack.
+Each run trains afresh in ``<work-dir>/train``, replacing the checkpoints
+of the previous demo run there (``tools/train.py --overwrite``).
 """
 from __future__ import annotations
 
@@ -69,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "backbone's decays layer by layer (default: 1e-3)")
     parser.add_argument(
         '--skip-flops', action='store_true', help='do not count the MACs')
+    parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help='print the environment report only (no data, training or '
+        'evaluation); exit 1 if the stack is incomplete')
     return parser.parse_args(argv)
 
 
@@ -206,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
               '`python3 tools/install.py` again and read its messages.',
               file=sys.stderr)
         return 1
+    if args.report_only:
+        print(format_env_report(env))
+        return 0
 
     _banner('1/5  Synthetic ADE20K')
     t = time.perf_counter()
@@ -228,13 +239,14 @@ def main(argv: list[str] | None = None) -> int:
           '--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
     print('Command: python tools/train.py '
           f'{CONFIG.relative_to(REPO)} --cpu --work-dir '
-          f'{work_dir / "train"} --cfg-options {" ".join(opts)}\n',
+          f'{work_dir / "train"} --overwrite --cfg-options '
+          f'{" ".join(opts)}\n',
           flush=True)
     t = time.perf_counter()
     train_tool = _load_tool('train.py')
     runner = train_tool.main([
         str(CONFIG), '--cpu', '--work-dir',
-        str(work_dir / 'train'), '--cfg-options'
+        str(work_dir / 'train'), '--overwrite', '--cfg-options'
     ] + opts)
     checkpoint = Path(runner.work_dir) / f'iter_{args.iters}.pth'
     del runner

@@ -19,6 +19,17 @@ The options are those of the codebases' own ``tools/test.py``, plus
     Keep FcaFormer unfolded. By default its Conv-BN layers and layer scales
     are folded once the checkpoint is loaded (``switch_to_deploy()``, same
     numbers, faster), except when an ``EMAHook`` swaps weights.
+``--allow-partial``
+    Test although weights of the backbone, neck or heads are missing from
+    the checkpoint. Without it, a checkpoint that does not fit the config's
+    model (no weight matched, a weight missing or of another shape) stops
+    the tool with a non-zero exit and the list of missing and unexpected
+    keys (``fcaformer_mm.utils.checkpoint_check``), instead of scoring
+    weights that never loaded.
+
+The checkpoint is read with ``torch.load(weights_only=True)``, local or
+URL (``fcaformer_mm.compat``); an unsafe or unreadable one stops the tool
+with a message that says why.
 
 Examples:
     python tools/test.py configs/upernet_fcaformer_l2_ade20k.py \\
@@ -77,6 +88,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='do not fold FcaFormer (switch_to_deploy) after loading the '
         'checkpoint')
     parser.add_argument(
+        '--allow-partial',
+        action='store_true',
+        help='test even if backbone, neck or head weights are missing from '
+        'the checkpoint (they keep their initial values)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -98,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Test; return the metrics."""
     args = parse_args(argv)
     import fcaformer_mm  # noqa: F401  (registers into the hosts)
+    from fcaformer_mm.compat import CheckpointError, check_checkpoint_file
     from fcaformer_mm.datasets.checks import check_dataset_layout
     from fcaformer_mm.utils import entrypoint as ep
+    from fcaformer_mm.utils.checkpoint_check import CheckpointFitHook
     from fcaformer_mm.utils.cpu import (
         check_cpu_device,
         init_cpu_dist,
@@ -108,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if args.cpu:
         check_cpu_device()
+    if '://' not in args.checkpoint:
+        try:  # before anything is built
+            check_checkpoint_file(args.checkpoint)
+        except CheckpointError as err:
+            raise SystemExit(f'{type(err).__name__}: {err}') from None
 
     cfg = ep.load_config(args.config, args.cfg_options, args.work_dir,
                          args.launcher)
@@ -132,10 +155,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         init_cpu_dist(args.launcher, **cfg.env_cfg.get('dist_cfg', {}))
     runner = ep.build_runner(cfg)
     ep.add_out_dumper(runner, cfg, args.out)
+    runner.register_hook(
+        CheckpointFitHook(args.allow_partial, args.checkpoint),
+        priority='VERY_HIGH')
     if not args.no_deploy:
         from fcaformer_mm.engine.hooks import SwitchToDeployHook
         runner.register_hook(SwitchToDeployHook())
-    return runner.test()
+    try:
+        return runner.test()
+    except CheckpointError as err:
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
 
 
 if __name__ == '__main__':

@@ -11,6 +11,12 @@ Examples:
     python tools/train.py configs/fcaformer_l1_in1k.py --resume
     bash tools/dist_train.sh configs/mask_rcnn_fcaformer_l2_fpn_3x_coco.py 8
 
+A work dir that already holds checkpoints (``*.pth``) or a
+``last_checkpoint`` is refused unless ``--resume`` continues that run or
+``--overwrite`` deletes those checkpoints first: nothing of an earlier run
+is replaced silently. ``--resume`` without a path checks that
+``last_checkpoint`` names a checkpoint that exists.
+
 ``--cpu`` trains on the CPU with the config otherwise as written: the
 ``AmpOptimWrapper`` of the recipes becomes an ``OptimWrapper`` (same
 optimizer and layer decay), SyncBN becomes BN and the distributed backend
@@ -48,6 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         const='auto',
         help='resume from this checkpoint, or, without a path, from the '
         'latest checkpoint in the work dir')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='delete the checkpoints (*.pth, last_checkpoint) that the work '
+        'dir holds and start a new run there; without it (or --resume) '
+        'such a work dir is refused')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -88,6 +100,7 @@ def main(argv: Sequence[str] | None = None):
     import torch
 
     import fcaformer_mm  # noqa: F401  (registers into the hosts)
+    from fcaformer_mm.compat import CheckpointError
     from fcaformer_mm.datasets.checks import check_dataset_layout
     from fcaformer_mm.utils import entrypoint as ep
     from fcaformer_mm.utils.cpu import (
@@ -113,6 +126,13 @@ def main(argv: Sequence[str] | None = None):
     if args.amp:
         ep.enable_amp(cfg)
     ep.set_resume(cfg, args.resume)
+    # One process of a distributed run deletes (--overwrite); all check.
+    rank = os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0'))
+    try:
+        ep.guard_work_dir(cfg.work_dir, args.resume, args.overwrite,
+                          delete=rank == '0')
+    except ep.WorkDirError as err:
+        raise SystemExit(f'WorkDirError: {err}') from None
     if args.auto_scale_lr:
         ep.enable_auto_scale_lr(cfg)
 
@@ -124,7 +144,10 @@ def main(argv: Sequence[str] | None = None):
     if args.cpu:
         init_cpu_dist(args.launcher, **cfg.env_cfg.get('dist_cfg', {}))
     runner = ep.build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as err:  # load_from / --resume
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
     return runner
 
 

@@ -72,6 +72,15 @@ val_cfg = dict()
 test_cfg = dict()
 
 # timm's ModelEma averages the buffers (BatchNorm statistics) as well.
+# What mmpretrain's EMAHook does here (configs/README.md, "EMA weights in
+# the ImageNet recipe"):
+# - validation runs on the EMA weights (evaluate_on_ema=True, the default),
+#   so save_best='auto' below picks the best checkpoint by EMA accuracy;
+# - every checkpoint saves the EMA weights as `state_dict` and the raw
+#   weights as `ema_state_dict` (keys `module.*`); --resume restores both;
+# - tools/test.py tests the EMA weights. To test the raw ones add
+#   `--cfg-options custom_hooks.0.evaluate_on_ema=False` (or
+#   `evaluate_on_origin=True` for both: metrics `*_origin`).
 custom_hooks = [
     dict(
         type='EMAHook',

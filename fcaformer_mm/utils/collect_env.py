@@ -86,8 +86,12 @@ def format_env_report(env: dict[str, Any] | None = None) -> str:
     lines += [f'  {k:<13} {v}' for k, v in env['versions'].items()]
     lines += ['', f'mmcv ops load: {env["mmcv_ops"]}',
               f'torch.load compatibility layer: '
-              f'{"applied" if env["compat"]["applied"] else "not needed"} '
-              f'({env["compat"]["reason"]})', '', 'host codebases:']
+              f'{"applied" if env["compat"]["applied"] else "no allow-list"} '
+              f'({env["compat"]["reason"]})',
+              'checkpoint loaders read with weights_only=True: ' + ', '.join(
+                  p or 'local paths'
+                  for p in env['compat'].get('loaders', [])), '',
+              'host codebases:']
     lines += [f'  {k:<11} {v}' for k, v in env['hosts'].items()]
     lines += ['', 'registries holding fcaformer_mm modules:']
     lines += [f'  {k}: {", ".join(v)}' for k, v in env['registries'].items()]

@@ -15,12 +15,14 @@ the few behaviours in which their own tools differ:
   its switches under different names.
 
 Everything else (config loading, work dir, resume, AMP, the CPU switch, the
-Runner) is shared.
+Runner) is shared, and so is the guard that keeps ``tools/train.py`` from
+replacing the checkpoints of an earlier run (:func:`guard_work_dir`).
 """
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import os.path as osp
 import warnings
 from typing import Any
@@ -31,7 +33,8 @@ from mmengine.logging import print_log
 __all__ = [
     'SCOPES', 'config_scope', 'load_config', 'enable_amp', 'set_resume',
     'enable_auto_scale_lr', 'setup_tta', 'setup_visualization',
-    'setup_out', 'add_out_dumper', 'build_runner', 'has_amp_wrapper'
+    'setup_out', 'add_out_dumper', 'build_runner', 'has_amp_wrapper',
+    'WorkDirError', 'existing_checkpoints', 'guard_work_dir'
 ]
 
 #: The default scopes the tools know.
@@ -112,6 +115,117 @@ def set_resume(cfg: Config, resume: str | None) -> None:
     else:
         cfg.resume = True
         cfg.load_from = resume
+
+
+class WorkDirError(RuntimeError):
+    """Training into this work dir would lose a user's checkpoints, or
+    ``--resume`` has nothing sound to resume from."""
+
+
+def existing_checkpoints(work_dir: str) -> list[str]:
+    """The checkpoints a new run in ``work_dir`` would replace: the
+    ``*.pth`` files in it and ``last_checkpoint`` (file names, sorted)."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(
+        name for name in os.listdir(work_dir)
+        if osp.isfile(osp.join(work_dir, name)) and (
+            name.endswith('.pth') or name == 'last_checkpoint'))
+
+
+def _read_last_checkpoint(work_dir: str) -> str | None:
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        return None
+    with open(path, encoding='utf-8', errors='replace') as f:
+        return f.read().strip()
+
+
+def _check_auto_resume(work_dir: str, found: list[str]) -> None:
+    """``--resume`` without a path: mmengine resumes from the checkpoint
+    named in ``last_checkpoint``; check there is one to resume from."""
+    pths = [n for n in found if n.endswith('.pth')]
+    listing = (f'It holds {", ".join(pths)}: give the one to resume from '
+               f'with --resume {osp.join(work_dir, pths[-1])}.'
+               if pths else 'It holds no checkpoint (*.pth).')
+    last = _read_last_checkpoint(work_dir)
+    if last is None:
+        if pths:
+            raise WorkDirError(
+                f'--resume: {work_dir} has no last_checkpoint file naming '
+                'the checkpoint to resume from, and resuming would start a '
+                f'new run over its checkpoints. {listing}')
+        return  # nothing to resume: a new run, as mmengine does
+    if not last:
+        raise WorkDirError(
+            f'--resume: {osp.join(work_dir, "last_checkpoint")} is empty, '
+            'so it names no checkpoint to resume from (a run stopped while '
+            f'writing it?). {listing} Or start a new run: in another '
+            '--work-dir, or here with --overwrite (deletes these '
+            'checkpoints).')
+    if '://' not in last and not osp.isfile(osp.expanduser(last)):
+        raise WorkDirError(
+            f'--resume: {osp.join(work_dir, "last_checkpoint")} names '
+            f'{last}, which does not exist (moved or deleted?). {listing}')
+
+
+def guard_work_dir(work_dir: str,
+                   resume: str | None,
+                   overwrite: bool = False,
+                   delete: bool = True) -> list[str]:
+    """Keep ``tools/train.py`` from replacing an earlier run's checkpoints.
+
+    Args:
+        work_dir (str): The run's work dir.
+        resume (str, optional): ``--resume``: None, ``'auto'`` or a path.
+        overwrite (bool): ``--overwrite``: delete the checkpoints found and
+            start again. Defaults to False.
+        delete (bool): Whether this process deletes them (only one process
+            of a distributed run does). Defaults to True.
+
+    Returns:
+        list[str]: The files deleted (``--overwrite``), else empty.
+
+    Raises:
+        WorkDirError: ``work_dir`` holds checkpoints or ``last_checkpoint``
+            and neither ``resume`` nor ``overwrite`` is given (the message
+            lists them and the three ways forward); both are given; or
+            ``resume='auto'`` has no sound checkpoint to resume from.
+    """
+    found = existing_checkpoints(work_dir)
+    if overwrite and resume is not None:
+        raise WorkDirError(
+            '--resume continues the run in the work dir and --overwrite '
+            'deletes its checkpoints: give one of them.')
+    if resume == 'auto':
+        _check_auto_resume(work_dir, found)
+    if resume is not None or not found:
+        return []
+    if not overwrite:
+        last = _read_last_checkpoint(work_dir)
+        named = (f' (last_checkpoint names {last or "nothing: it is empty"})'
+                 if last is not None else '')
+        raise WorkDirError(
+            f'The work dir {work_dir} already holds checkpoints of an earlier '
+            f'run: {", ".join(found)}{named}. Training would replace them. '
+            'Choose one:\n'
+            '  --resume [CKPT]   continue that run (from its last checkpoint, '
+            'or from CKPT);\n'
+            '  --work-dir DIR    start the new run in another directory;\n'
+            '  --overwrite       delete these checkpoints and start again '
+            'here.')
+    if delete:
+        for name in found:
+            try:
+                os.remove(osp.join(work_dir, name))
+            except FileNotFoundError:
+                pass
+        print_log(
+            f'--overwrite: deleted the earlier checkpoints of {work_dir}: '
+            f'{", ".join(found)}.',
+            logger='current',
+            level=logging.WARNING)
+    return found
 
 
 def enable_auto_scale_lr(cfg: Config) -> None:

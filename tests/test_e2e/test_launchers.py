@@ -31,7 +31,7 @@ def test_dist_train_two_processes_gloo(ade_root, tmp_path):
     # Two processes of two images each: one iteration is one pass over the
     # four training images.
     opts = seg_options(ade_root, max_iters=2)
-    opts['env_cfg.dist_cfg.timeout'] = 300
+    opts['env_cfg.dist_cfg.timeout'] = 1800
     proc = run(['bash', TOOLS / 'dist_train.sh', SEG_CONFIG, 2, '--cpu',
                 '--work-dir', work_dir] + options(**opts),
                cwd=tmp_path, env=env)

@@ -40,7 +40,7 @@ def test_slurm_train_two_tasks(ade_root, tmp_path):
     env.update(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='',
                PYTHON=sys.executable, MASTER_PORT=str(free_port()))
     opts = seg_options(ade_root, max_iters=2)
-    opts['env_cfg.dist_cfg.timeout'] = 300
+    opts['env_cfg.dist_cfg.timeout'] = 1800
     proc = run(['bash', TOOLS / 'slurm_train.sh', 'cpu', 'fcaformer-test',
                 SEG_CONFIG, '--cpu', '--work-dir', work_dir] +
                options(**opts), cwd=tmp_path, env=env)

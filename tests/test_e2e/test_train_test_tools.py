@@ -195,3 +195,24 @@ def test_classifier_imagenet(imagenet_root, tmp_path):
         'accuracy/top5': (0, 100)
     })
     assert out.stat().st_size > 0
+
+    # What configs/README.md says of the recipe's EMAHook: a checkpoint
+    # holds the EMA weights as state_dict and the raw ones under module.* in
+    # ema_state_dict; tools/test.py evaluates the raw ones on request.
+    raw = {
+        k[len('module.'):]: v
+        for k, v in resumed['ema_state_dict'].items()
+        if k.startswith('module.')
+    }
+    assert raw.keys() == resumed['state_dict'].keys()
+    assert any(not torch.equal(v, resumed['state_dict'][k])
+               for k, v in raw.items() if v.is_floating_point())
+    origin_dir = tmp_path / 'cls_origin'
+    run([TEST, CLS_CONFIG, work_dir / 'epoch_2.pth', '--cpu', '--work-dir',
+         origin_dir] +
+        options(**opts, **{'custom_hooks.0.evaluate_on_origin': True}),
+        cwd=tmp_path)
+    _assert_metrics(_test_metrics(origin_dir), {
+        'accuracy/top1': (0, 100),
+        'accuracy/top1_origin': (0, 100)
+    })

@@ -136,3 +136,58 @@ def test_backbone_only_of_a_config(tool, tmp_path):
     result = json.loads(report.read_text())
     assert status == 0 and result['kind'] == 'backbone'
     assert result['checks'][0]['output_shapes'][3] == [1, 768, 2, 3]
+
+
+def _args(tool, *argv):
+    return tool.parse_args(['--out', 'unused.onnx', *map(str, argv)])
+
+
+def test_checkpoint_payload_is_refused(tool, payload):
+    url, path, marker = payload
+    for source in (url, path):
+        with pytest.raises(SystemExit,
+                           match=r'UnsafeCheckpointError.*`posix\.system`'):
+            tool.main(['--arch', 'l1', '--checkpoint', str(source), '--out',
+                       str(path.parent / 'never.onnx')])
+    assert not marker.exists()
+    assert not (path.parent / 'never.onnx').exists()
+
+
+def test_checkpoint_must_fit(tool, tmp_path):
+    """The weights of another model, or with weights missing, are not
+    exported unless --allow-partial; fitting ones load."""
+    torch.manual_seed(1)
+    dense = FcaFormer('l1')
+    whole = tmp_path / 'segmentor.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v
+                               for k, v in dense.state_dict().items()}},
+               whole)
+    module, _ = tool.build(_args(tool, '--arch', 'l1', '--checkpoint', whole))
+    torch.testing.assert_close(module.model.state_dict(), dense.state_dict())
+
+    # An official classifier checkpoint: no output heads for the dense model.
+    classifier = tmp_path / 'classifier.pth'
+    torch.save({'model': FcaFormer('l1', out_type='avg_featmap').state_dict(),
+                'epoch': 299}, classifier)
+    with pytest.raises(SystemExit) as info:
+        tool.main(['--arch', 'l1', '--checkpoint', str(classifier), '--out',
+                   str(tmp_path / 'x.onnx')])
+    message = str(info.value.code)
+    assert 'does not fit FcaFormer' in message
+    assert 'head0.weight' in message and 'norm_head.weight' in message
+    assert '--allow-partial' in message
+    assert not (tmp_path / 'x.onnx').exists()
+    module, _ = tool.build(_args(tool, '--arch', 'l1', '--checkpoint',
+                                 classifier, '--allow-partial'))
+
+    with pytest.raises(SystemExit, match='another shape'):
+        tool.main(['--arch', 'l2', '--checkpoint', str(whole), '--out',
+                   str(tmp_path / 'x.onnx')])
+
+
+@pytest.mark.parametrize('shape', [['0', '64'], ['-8', '64']])
+def test_bad_shape_is_an_argument_error(tool, shape, capsys):
+    with pytest.raises(SystemExit) as info:
+        tool.parse_args(['--out', 'x.onnx', '--shape'] + shape)
+    assert info.value.code == 2
+    assert 'is not a size' in capsys.readouterr().err

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +170,88 @@ def test_runs_as_a_script(official, tmp_path):
         capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert 'pass --force' in result.stderr
+
+
+def test_refuses_payload_checkpoints(payload, tmp_path):
+    """A source that would run code when unpickled, local or by URL."""
+    url, path, marker = payload
+    for src in (str(path), url):
+        with pytest.raises(SystemExit, match=r'Refused.*`posix\.system`'):
+            tool.main([src, str(tmp_path / 'out.pth')])
+    assert not marker.exists()
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_converts_from_a_url(official, file_server, tmp_path):
+    src, _ = official
+    (file_server.root / 'official.pth').write_bytes(src.read_bytes())
+    dst = tmp_path / 'from_url.pth'
+    assert tool.main([file_server.url('official.pth'), str(dst)]) == 0
+    assert 'head.fc.weight' in read(dst)['state_dict']
+
+
+def test_sources_that_are_not_checkpoints(tmp_path):
+    text = tmp_path / 'notes.txt'
+    text.write_text('these are not weights\n')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    for src, expected in ((text, 'is a text file'),
+                          (empty, r'is empty \(0 bytes\)'),
+                          (folder, 'is a directory')):
+        with pytest.raises(SystemExit, match=expected) as info:
+            tool.main([str(src), str(tmp_path / 'o.pth')])
+        assert str(src) in str(info.value.code)
+
+
+def test_destination_directory_is_refused(official, tmp_path):
+    src, _ = official
+    folder = tmp_path / 'models'
+    folder.mkdir()
+    for extra in ([], ['--force']):
+        with pytest.raises(SystemExit,
+                           match=r'is a directory; give the path of the '
+                           r'file to write, e\.g\. \S+models'):
+            tool.main([str(src), str(folder)] + extra)
+    assert folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o027])
+def test_output_follows_the_umask(official, tmp_path, umask):
+    src, _ = official
+    dst = tmp_path / 'converted.pth'
+    old = os.umask(umask)
+    try:
+        tool.main([str(src), str(dst)])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()
+            if p.name.endswith('.part')] == []
+
+
+def test_weights_that_do_not_fit_are_refused(official, tmp_path, capsys):
+    src, ckpt = official
+    weights = dict(ckpt['model'])
+    del weights['layer_2.blocks.1.s_token_bias']
+    del weights['head.bias']
+    partial = tmp_path / 'partial.pth'
+    torch.save({'model': weights}, partial)
+    dst = tmp_path / 'o.pth'
+    with pytest.raises(SystemExit) as info:
+        tool.main([str(partial), str(dst)])
+    message = str(info.value.code)
+    assert 'does not fit' in message and '--allow-partial' in message
+    assert 'backbone.layer_2.blocks.1.s_token_bias' in message
+    assert 'head.fc.bias' in message
+    assert not dst.exists()
+    assert tool.main([str(partial), str(dst), '--allow-partial']) == 0
+    assert 'warning: 2 weights are missing' in capsys.readouterr().err
+    # A weight of another shape is never converted.
+    weights = dict(ckpt['model'])
+    weights['layer_3.blocks.0.proj.weight'] = torch.zeros(48, 16)
+    torch.save({'model': weights}, partial)
+    with pytest.raises(SystemExit, match='another shape'):
+        tool.main([str(partial), str(tmp_path / 'o2.pth'),
+                   '--allow-partial'])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -245,10 +246,28 @@ def test_command_line(tmp_path):
                           capture_output=True,
                           text=True,
                           cwd=tmp_path,
-                          timeout=600)
+                          timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert 'FlopCounterMode' in proc.stdout
     result = json.loads(out.read_text())
     assert result['full_macs'] > result['nn_macs'] > 0
     # torch's counter has no formula of its own for the CPU attention kernel.
     assert result['matmul_macs'] > 0
+
+
+@pytest.mark.parametrize('shape,expected', [
+    (['0', '0'], '0 is not a size'),
+    (['-1'], '-1 is not a size'),
+    (['512', '-3'], '-3 is not a size'),
+    (['1', '2', '3'], r'takes H W or one side .* got 3 values \(1 2 3\)'),
+    (['big'], "'big' is not a whole number"),
+])
+def test_bad_shape_is_an_argument_error(shape, expected, capsys):
+    """A usage error naming the problem, not a traceback from the model."""
+    with pytest.raises(SystemExit) as info:
+        get_flops.parse_args(['config.py', '--shape'] + shape)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'argument --shape' in err
+    assert re.search(expected, err), err
+    assert 'Traceback' not in err

@@ -140,7 +140,7 @@ def test_init_cpu_dist_under_slurm_starts_a_gloo_group(tmp_path):
     script.write_text(
         'import torch.distributed as dist\n'
         'from fcaformer_mm.utils.cpu import init_cpu_dist\n'
-        'init_cpu_dist("slurm", backend="gloo", timeout=60)\n'
+        'init_cpu_dist("slurm", backend="gloo", timeout=600)\n'
         'print(dist.get_backend(), dist.get_rank(), dist.get_world_size())\n'
         'dist.destroy_process_group()\n')
     env = {
@@ -150,7 +150,7 @@ def test_init_cpu_dist_under_slurm_starts_a_gloo_group(tmp_path):
     env.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
                SLURM_NODELIST='127.0.0.1', MASTER_PORT=str(_free_port()))
     proc = subprocess.run([sys.executable, str(script)], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ['gloo', '0', '1']
 

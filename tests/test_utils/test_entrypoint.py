@@ -117,3 +117,82 @@ def test_out_and_visualization(configs, tmp_path):
     ep.setup_visualization(cls, show_dir='vis')
     assert cls.default_hooks.visualization.enable is True
     assert cls.default_hooks.visualization.out_dir == 'vis'
+
+
+# --------------------------------------------------------------------------
+# The work-dir guard of tools/train.py.
+# --------------------------------------------------------------------------
+def _earlier_run(work_dir: Path) -> dict:
+    """A work dir as an earlier run leaves it; returns its files' bytes."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        'epoch_1.pth': b'weights of epoch 1',
+        'best_accuracy_top1_epoch_1.pth': b'best',
+        'last_checkpoint': str(work_dir / 'epoch_1.pth').encode(),
+        '20261130_120000.log': b'log',
+    }
+    for name, data in files.items():
+        (work_dir / name).write_bytes(data)
+    return files
+
+
+def _unchanged(work_dir: Path, files: dict) -> bool:
+    return all((work_dir / n).read_bytes() == d for n, d in files.items())
+
+
+def test_work_dir_with_checkpoints_is_refused(tmp_path):
+    work_dir = tmp_path / 'run'
+    files = _earlier_run(work_dir)
+    with pytest.raises(ep.WorkDirError) as info:
+        ep.guard_work_dir(str(work_dir), resume=None)
+    message = str(info.value)
+    for expected in ('best_accuracy_top1_epoch_1.pth, epoch_1.pth, '
+                     'last_checkpoint', 'last_checkpoint names',
+                     '--resume', '--work-dir', '--overwrite'):
+        assert expected in message, expected
+    assert _unchanged(work_dir, files)
+    # A fresh or empty work dir, and one with logs only, are fine.
+    assert ep.guard_work_dir(str(tmp_path / 'new'), resume=None) == []
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'logs' / 'run.log').write_text('log')
+    assert ep.guard_work_dir(str(tmp_path / 'logs'), resume=None) == []
+
+
+def test_work_dir_resume_and_overwrite(tmp_path):
+    work_dir = tmp_path / 'run'
+    files = _earlier_run(work_dir)
+    assert ep.guard_work_dir(str(work_dir), resume='auto') == []
+    assert ep.guard_work_dir(
+        str(work_dir), resume=str(work_dir / 'epoch_1.pth')) == []
+    with pytest.raises(ep.WorkDirError, match='give one of them'):
+        ep.guard_work_dir(str(work_dir), resume='auto', overwrite=True)
+    # Other ranks of a distributed run do not delete.
+    assert ep.guard_work_dir(str(work_dir), None, overwrite=True,
+                             delete=False)
+    assert _unchanged(work_dir, files)
+    deleted = ep.guard_work_dir(str(work_dir), None, overwrite=True)
+    assert deleted == ['best_accuracy_top1_epoch_1.pth', 'epoch_1.pth',
+                       'last_checkpoint']
+    assert sorted(p.name for p in work_dir.iterdir()) == [
+        '20261130_120000.log'
+    ]
+
+
+def test_auto_resume_needs_a_checkpoint_to_resume_from(tmp_path):
+    work_dir = tmp_path / 'run'
+    _earlier_run(work_dir)
+    (work_dir / 'last_checkpoint').write_text('')
+    with pytest.raises(ep.WorkDirError,
+                       match=r'last_checkpoint is empty.*--resume '
+                       r'\S+epoch_1\.pth'):
+        ep.guard_work_dir(str(work_dir), resume='auto')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_9.pth'))
+    with pytest.raises(ep.WorkDirError,
+                       match=r'names \S+epoch_9\.pth, which does not exist'):
+        ep.guard_work_dir(str(work_dir), resume='auto')
+    (work_dir / 'last_checkpoint').unlink()
+    with pytest.raises(ep.WorkDirError,
+                       match='no last_checkpoint file.*would start a new run'):
+        ep.guard_work_dir(str(work_dir), resume='auto')
+    # Nothing at all to resume: a new run, as mmengine does.
+    assert ep.guard_work_dir(str(tmp_path / 'empty'), resume='auto') == []

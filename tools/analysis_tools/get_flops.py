@@ -431,6 +431,20 @@ def _watch_rois(model: nn.Module, seen: list):
 # --------------------------------------------------------------------------
 # Command line.
 # --------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    """An argparse type: a side length in pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a whole number of pixels') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'{value} is not a size: sides are positive numbers of pixels, '
+            'e.g. --shape 512 2048')
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Parameters and MACs of the model of an OpenMMLab config '
@@ -438,7 +452,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument(
         '--shape',
-        type=int,
+        type=_positive_int,
         nargs='+',
         help='input size as H W, or one side for a square; defaults: '
         '512 2048 (mmseg), 1280 800 (mmdet), 224 224 (mmpretrain)')
@@ -461,7 +475,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs='+',
         action=DictAction,
         help='override settings of the config, xxx=yyy format')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shape is not None and len(args.shape) > 2:
+        parser.error(f'argument --shape: takes H W or one side for a square, '
+                     f'got {len(args.shape)} values '
+                     f'({" ".join(map(str, args.shape))})')
+    return args
 
 
 def _input_shape(shape: Sequence[int] | None,

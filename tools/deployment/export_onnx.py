@@ -119,8 +119,10 @@ def build(args: argparse.Namespace) -> tuple[nn.Module, str]:
                 f'{type(model).__name__} is neither an mmseg segmentor nor a '
                 'backbone; use --backbone-only to export its backbone.')
     if args.checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        # Read with weights_only=True (fcaformer_mm.compat); stops unless
+        # the weights fit the model (fcaformer_mm.utils.checkpoint_check).
+        from fcaformer_mm.utils.checkpoint_check import load_fitting_weights
+        load_fitting_weights(model, args.checkpoint, args.allow_partial)
     model.eval()
     if args.deploy:
         backbone = getattr(model, 'backbone', model)
@@ -193,6 +195,18 @@ def verify(module: nn.Module, path: str,
     return results
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a whole number of pixels') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'{value} is not a size: sides are positive numbers of pixels')
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
@@ -200,7 +214,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='config file; omit to export the FcaFormer backbone of --arch')
     parser.add_argument('--arch', default='l2',
                         help='FcaFormer arch without a config')
-    parser.add_argument('--checkpoint', default=None)
+    parser.add_argument(
+        '--checkpoint', default=None,
+        help='weights to export (path or URL); the tool stops unless they '
+        'fit the model')
+    parser.add_argument(
+        '--allow-partial', action='store_true',
+        help='export even if weights of the model are missing from '
+        '--checkpoint (they keep their initial values)')
     parser.add_argument('--out', required=True, help='the .onnx file')
     parser.add_argument(
         '--backbone-only', action='store_true',
@@ -209,7 +230,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         '--deploy', action='store_true',
         help='switch_to_deploy() the backbone first (fused Conv-BN)')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=[512, 512],
+        '--shape', type=_positive_int, nargs=2, default=[512, 512],
         metavar=('H', 'W'), help='size of the example input of the trace')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument(
@@ -243,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    reference, kind = build(args)
+    from fcaformer_mm.compat import CheckpointError
+    try:
+        reference, kind = build(args)
+    except CheckpointError as err:
+        sys.exit(f'{type(err).__name__}: {err}')
     reference.kind = kind
     # The verification runs the model as built, not the swapped copy.
     module = copy.deepcopy(reference)
