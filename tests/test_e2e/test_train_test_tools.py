@@ -131,9 +131,11 @@ def test_upernet_ade20k(ade_root, tmp_path):
 
     miou = {'mIoU': (0, 100), 'aAcc': (0, 100), 'mAcc': (0, 100)}
     test_dir = tmp_path / 'upernet_test'
-    run([TEST, SEG_CONFIG, work_dir / 'iter_4.pth', '--cpu', '--work-dir',
-         test_dir, '--out', tmp_path / 'pred'] + options(**opts),
-        cwd=tmp_path)
+    proc = run([TEST, SEG_CONFIG, work_dir / 'iter_4.pth', '--cpu',
+                '--work-dir', test_dir, '--out', tmp_path / 'pred'] +
+               options(**opts), cwd=tmp_path)
+    # Folded once the checkpoint is loaded (and checked to fit).
+    assert 'Switched 1 FcaFormer backbone(s) to deploy mode' in proc.stdout
     _assert_metrics(_test_metrics(test_dir), miou)
     assert len(list((tmp_path / 'pred').glob('*.png'))) == 2
 
@@ -142,6 +144,7 @@ def test_upernet_ade20k(ade_root, tmp_path):
     proc = run([TEST, SEG_CONFIG, work_dir / 'iter_4.pth', '--cpu', '--tta',
                 '--work-dir', tta_dir] + options(**opts), cwd=tmp_path)
     assert 'SegTTAModel' in proc.stdout
+    assert 'Switched 1 FcaFormer backbone(s) to deploy mode' in proc.stdout
     _assert_metrics(_test_metrics(tta_dir), miou)
 
 
