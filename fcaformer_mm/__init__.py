@@ -19,7 +19,7 @@ from .version import __version__, version_info
 
 compat.apply()
 
-from . import engine, models  # noqa: E402,F401
+from . import engine, models, visualization  # noqa: E402,F401
 from .hosts import register_in_hosts  # noqa: E402
 
 HOST_REGISTRATION = register_in_hosts()

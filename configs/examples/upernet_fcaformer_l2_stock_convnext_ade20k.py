@@ -35,3 +35,8 @@ model = dict(
 #    takes the same paramwise_cfg (decay_rate 0.9, 'stage_wise', 6 layers).
 optim_wrapper = dict(
     constructor='FcaFormerLayerDecayOptimWrapperConstructor')
+
+# mmseg's visualizer, drawing on contiguous images: mmseg 1.2.2's own
+# tools/analysis_tools/browse_dataset.py fails with its SegLocalVisualizer
+# under any OpenCV (fcaformer_mm/visualization/seg_local_visualizer.py).
+visualizer = dict(type='ContiguousSegLocalVisualizer')
