@@ -104,3 +104,8 @@ default_hooks = dict(
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
+
+# mmseg's visualizer, drawing on contiguous images: mmseg 1.2.2's own
+# tools/analysis_tools/browse_dataset.py fails with its SegLocalVisualizer
+# under any OpenCV (fcaformer_mm/visualization/seg_local_visualizer.py).
+visualizer = dict(type='ContiguousSegLocalVisualizer')

@@ -7,7 +7,10 @@ Importing the package:
    ``weights_only=True`` default of torch >= 2.6;
 2. registers the package's modules in its own registries (scope
    ``fcaformer_mm``) and in those of each installed host codebase
-   (mmpretrain, mmsegmentation, mmdetection), see :mod:`fcaformer_mm.hosts`.
+   (mmpretrain, mmsegmentation, mmdetection), see :mod:`fcaformer_mm.hosts`;
+3. registers the package's classification models in mmpretrain's model hub,
+   so that ``mmpretrain.get_model`` / ``list_models`` / ``inference_model``
+   take their names (see :mod:`fcaformer_mm.apis`).
 
 None of the host codebases is required.
 """
@@ -16,9 +19,16 @@ from .version import __version__, version_info
 
 compat.apply()
 
-from . import engine, models  # noqa: E402,F401
+from . import engine, models, visualization  # noqa: E402,F401
 from .hosts import register_in_hosts  # noqa: E402
 
 HOST_REGISTRATION = register_in_hosts()
 
-__all__ = ['__version__', 'version_info', 'HOST_REGISTRATION']
+from .apis import register_model_hub  # noqa: E402
+
+MODEL_HUB_REGISTRATION = register_model_hub(HOST_REGISTRATION)
+
+__all__ = [
+    '__version__', 'version_info', 'HOST_REGISTRATION',
+    'MODEL_HUB_REGISTRATION'
+]

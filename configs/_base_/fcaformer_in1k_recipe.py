@@ -95,3 +95,12 @@ default_hooks = dict(
 
 # The lr above is for a total batch of 1024 (`--auto-scale-lr` rescales it).
 auto_scale_lr = dict(base_batch_size=1024)
+
+# mmpretrain's visualizer, restated: inherited through `mmpretrain::` it
+# carries `_scope_='mmpretrain'`, which mmpretrain's own
+# tools/visualization/browse_dataset.py passes on to
+# `UniversalVisualizer(**cfg.visualizer)` and which that refuses.
+visualizer = dict(
+    _delete_=True,
+    type='UniversalVisualizer',
+    vis_backends=[dict(type='LocalVisBackend')])

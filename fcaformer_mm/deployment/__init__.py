@@ -1,0 +1,1 @@
+"""Deployment helpers: running exported graphs outside PyTorch."""
