@@ -490,10 +490,18 @@ def plot_speed_accuracy(rows: Sequence[Mapping], path: str,
                 label=family, **styles[family])
         if family != 'FcaFormer deployed':
             for ms, top1, label in points:
-                ax.annotate(label.split('-')[-1], (ms, top1),
+                short = label.split('-')[-1]
+                if family == 'EfficientFormer':
+                    short = 'EF-' + short
+                ax.annotate(short, (ms, top1),
                             textcoords='offset points', xytext=(4, -10),
                             fontsize=7)
-    ax.set_xlabel('latency, batch 1, measured here (ms)')
+    ax.set_xscale('log')
+    ticker = matplotlib.ticker
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel('latency, batch 1, measured here (ms, log scale)')
     ax.set_ylabel('ImageNet-1k top-1, published (%)')
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc='lower right')
