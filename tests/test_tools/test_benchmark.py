@@ -203,3 +203,150 @@ def test_argument_errors(bench):
     args = bench.parse_args([])
     assert 'official' not in args.models
     assert args.precisions == ['fp32', 'bf16']
+
+
+# --------------------------------------------------------------------------
+# --table edge: the paper's edge-device table of classifiers
+# --------------------------------------------------------------------------
+EDGE_NAMES = ['fcaformer-l1', 'fcaformer-l1-deploy', 'convnext-t']
+
+
+def test_edge_table_l1_against_convnext_t(bench, tmp_path, capsys):
+    png = tmp_path / 'edge.png'
+    report = run_tool(bench, tmp_path, '--table', 'edge', '--models',
+                      *EDGE_NAMES, '--size', '32', '32', '--warmup', '0',
+                      '--repeats', '1', '--plot', str(png))
+    meta = report['meta']
+    assert meta['table'] == 'edge' and meta['size'] == [32, 32]
+    assert meta['metrics'] == ['latency', 'memory']
+    assert meta['precisions'] == ['fp32']
+    latency = report['times']['latency/fp32']
+    assert list(latency) == EDGE_NAMES
+    assert all(e['batch'] == 1 and e['median_ms'] > 0
+               for e in latency.values())
+
+    # Inference memory: one fresh process per model, weights included.
+    memory = report['inference_memory']
+    assert list(memory) == EDGE_NAMES
+    for name, m in memory.items():
+        assert 'error' not in m, m.get('error')
+        assert m['method'] == 'vmhwm'
+        assert m['params'] == report['params'][name]
+        assert m['memory_mib'] >= m['weights_mib'] > 0
+    # Deploying folds the Conv-BNs: fewer parameters.
+    assert memory['fcaformer-l1-deploy']['params'] < memory[
+        'fcaformer-l1']['params']
+
+    rows = {r['model']: r for r in report['edge']['rows']}
+    assert list(rows) == EDGE_NAMES
+    ref = latency['convnext-t']['median_ms']
+    ref_mib = memory['convnext-t']['memory_mib']
+    for name, row in rows.items():
+        assert row['median_ms'] == latency[name]['median_ms']
+        assert row['latency_ratio'] == pytest.approx(
+            latency[name]['median_ms'] / ref)
+        assert row['memory_ratio'] == pytest.approx(
+            memory[name]['memory_mib'] / ref_mib)
+    # The paper's ARM figures beside the measured ones.
+    for name in ('fcaformer-l1', 'fcaformer-l1-deploy'):
+        assert (rows[name]['paper_ms'], rows[name]['paper_mem'],
+                rows[name]['top1']) == (312, 42, 80.3)
+        assert rows[name]['paper_latency_ratio'] == pytest.approx(312 / 875)
+        assert rows[name]['paper_memory_ratio'] == pytest.approx(42 / 129)
+    assert (rows['convnext-t']['paper_ms'],
+            rows['convnext-t']['paper_mem']) == (875, 129)
+
+    pairs = report['edge']['pairs']
+    assert [(p['model'], p['peer']) for p in pairs] == [
+        ('fcaformer-l1', 'convnext-t'), ('fcaformer-l1-deploy', 'convnext-t')]
+    for p in pairs:
+        row = rows[p['model']]
+        assert p['latency_ratio'] == pytest.approx(row['latency_ratio'])
+        assert p['memory_ratio'] == pytest.approx(row['memory_ratio'])
+        assert p['mac_ratio'] == pytest.approx(1.4 / 4.5)
+        assert p['paper_memory_ratio'] == pytest.approx(42 / 129)
+        assert p['latency_met'] == (p['latency_ratio'] <= p['mac_ratio'])
+        assert p['memory_met'] == (p['memory_ratio'] <=
+                                   p['paper_memory_ratio'])
+
+    out = capsys.readouterr().out
+    assert 'Edge-device table' in out and 'Pairs' in out
+    line = next(ln for ln in out.splitlines()
+                if ln.startswith('FcaFormer-L1 ') and '312' in ln)
+    assert f'{rows["fcaformer-l1"]["latency_ratio"]:.2f}' in line
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_edge_table_models_match_their_configs():
+    """Every model of the table builds from a config that exists, with the
+    arch its name says; EfficientFormer's top-1 is that of the installed
+    mmpretrain metafile."""
+    import yaml
+    from mmengine.config import Config
+
+    from fcaformer_mm.utils import edge_table
+
+    archs = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+    metafiles = {}
+    for name, model in edge_table.EDGE_MODELS.items():
+        cfg = edge_table.classifier_config(name)
+        assert isinstance(cfg, Config)
+        backbone = cfg.model.backbone
+        family, size = name.split('-')[:2]
+        expected = archs.get(size, size) if family in (
+            'convnext', 'swin') else size
+        assert backbone.arch == expected, name
+        assert cfg.model.head.num_classes == 1000
+        if model.top1_source != 'mmpretrain metafile':
+            continue
+        rel = model.config.split('::', 1)[1]
+        folder = Path(edge_table.mmpretrain_config_dir()) / rel.split('/')[0]
+        if folder not in metafiles:
+            metafiles[folder] = yaml.safe_load(
+                (folder / 'metafile.yml').read_text())['Models']
+        entries = [m for m in metafiles[folder]
+                   if m.get('Config', '').endswith(rel)]
+        assert entries, f'{rel} not in the metafile'
+        top1 = entries[0]['Results'][0]['Metrics']['Top 1 Accuracy']
+        assert model.top1 == pytest.approx(top1), name
+        flops = entries[0]['Metadata']['FLOPs'] / 1e9
+        assert model.gmacs == pytest.approx(flops, abs=0.05), name
+
+
+def test_edge_and_dense_argument_errors(bench):
+    with pytest.raises(SystemExit):  # a dense name in the edge table
+        bench.parse_args(['--table', 'edge', '--models', 'fcaformer'])
+    with pytest.raises(SystemExit):  # an edge name in the dense table
+        bench.parse_args(['--models', 'fcaformer-l1'])
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--table', 'edge', '--metrics', 'train'])
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--table', 'edge', '--reference', 'swin-x'])
+    with pytest.raises(SystemExit):  # fixed 7x7 attention map
+        bench.parse_args(['--table', 'edge', '--models',
+                          'efficientformer-l1', '--size', '32', '32'])
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--arch', 'l1', '--models', 'official',
+                          '--official-path', '/nowhere'])
+    args = bench.parse_args(['--table', 'edge'])
+    assert args.models == list(bench.EDGE_MODEL_NAMES)
+    assert args.size == [224, 224] and args.precisions == ['fp32']
+    assert args.metrics == ['latency', 'memory']
+    args = bench.parse_args([])
+    assert args.size == [512, 512] and args.arch == 'l2'
+
+
+def test_dense_backbone_of_any_arch(bench, tmp_path):
+    from fcaformer_mm.models import FcaFormer
+
+    report = run_tool(bench, tmp_path, '--arch', 'l1', '--models',
+                      'fcaformer', 'fcaformer-deploy', 'convnext-t',
+                      '--metrics', 'latency', '--size', '32', '32',
+                      '--warmup', '0', '--repeats', '1', '--precisions',
+                      'fp32')
+    assert report['meta']['arch'] == 'l1'
+    l1 = FcaFormer('l1', out_channels=(96, 192, 384, 768))
+    assert report['params']['fcaformer'] == sum(
+        p.numel() for p in l1.parameters())
+    results = report['times']['latency/fp32']
+    assert list(results) == ['fcaformer', 'fcaformer-deploy', 'convnext-t']

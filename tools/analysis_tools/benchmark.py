@@ -54,15 +54,38 @@ Models (``--models``):
 ``convnext-t``, ``swin-t``
     mmpretrain's ConvNeXt-T and Swin-T, all four stages out.
 
+``--arch`` (``l1``..``l4``, default ``l2``) sets the FcaFormer arch of
+``fcaformer``, ``fcaformer-deploy`` and ``fcaformer-blas`` (outputs of
+widths 96, 192, 384, 768 for every arch, as in the official L2 dense
+configs, so that the same necks and heads fit).
+
 With ``--configs``, whole models are built from the configs as well (in
 their default scope, tensor path: ``_forward``) and the backbone is swapped
 for each of the other models under the same neck and heads (all give the
 widths 96, 192, 384, 768). Training steps of whole models are supported for
 mmseg segmentors (random labels).
 
+The paper's edge-device table (``--table edge``)
+    1000-way ImageNet classifiers at batch 1, 224x224 by default
+    (:mod:`fcaformer_mm.utils.edge_table`): FcaFormer-L1..L4 eager
+    (``fcaformer-l1``...) and after ``switch_to_deploy()``
+    (``fcaformer-l1-deploy``...), ConvNeXt-T/S/B/L, Swin-T/S/B and
+    EfficientFormer-L1/L3/L7 from mmpretrain's configs. Metrics: ``latency``
+    (and ``throughput``, ``compiled``) timed as above, and ``memory``, here
+    the inference memory: the rise of the peak resident set size of a
+    fresh process per model from before the model is built to after one
+    forward (weights and activations). The table prints the medians and
+    memory, their ratios to ``--reference``, the paper's ARM figures and
+    ratios beside them, and the pairs L1/ConvNeXt-T, L2/ConvNeXt-T,
+    L3/ConvNeXt-S, L4/ConvNeXt-B against their targets (latency ratio at
+    most the MAC ratio, memory ratio at most the paper's); ``--plot``
+    draws published top-1 against measured latency.
+
 Examples:
     python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
         --size 512 512 --repeats 7 --json bench.json --plot bench.png
+    python tools/analysis_tools/benchmark.py --table edge --threads 4 \\
+        --repeats 15 --json edge.json --plot edge.png
     python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
         --official-path /path/to/FcaFormer \\
         --configs configs/upernet_fcaformer_l2_ade20k.py \\
@@ -72,8 +95,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import json
 import logging
 import os
@@ -88,11 +109,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcaformer_mm.utils import edge_table
 from fcaformer_mm.utils.model_builder import (
     build_model_from_config,
     tensor_forward,
 )
 from fcaformer_mm.utils.official import load_official_dense
+from fcaformer_mm.utils.rss import peak_rss_rise
 
 MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
                'swin-t', 'fcaformer-blas')
@@ -101,6 +124,11 @@ MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
 DEFAULT_MODELS = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
                   'swin-t')
 METRICS = ('latency', 'throughput', 'train', 'compiled', 'memory')
+TABLES = ('dense', 'edge')
+#: Models of ``--table edge`` (classifiers), and the default set.
+EDGE_MODEL_NAMES = tuple(edge_table.EDGE_MODELS)
+EDGE_METRICS = ('latency', 'throughput', 'compiled', 'memory')
+ARCHS = ('l1', 'l2', 'l3', 'l4')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 #: FcaFormer-L2 as in the official dense configs.
 L2 = dict(
@@ -137,12 +165,12 @@ class OfficialBackbone(nn.Module):
 # Models
 # --------------------------------------------------------------------------
 def backbone_cfg(name: str, with_cp: bool = False,
-                 drop_path_rate: float = 0.) -> dict:
+                 drop_path_rate: float = 0., arch: str = 'l2') -> dict:
     """Config of a backbone, usable in any OpenMMLab scope."""
     if name in ('fcaformer', 'fcaformer-deploy', 'fcaformer-blas'):
         return dict(
             type='fcaformer_mm.FcaFormer',
-            arch='l2',
+            arch=arch,
             out_indices=(0, 1, 2, 3),
             out_channels=(96, 192, 384, 768),
             drop_path_rate=drop_path_rate,
@@ -179,11 +207,12 @@ def _import_hosts() -> None:
     import fcaformer_mm  # noqa: F401
 
 
-def build_backbone(name: str, with_cp: bool = False) -> nn.Module:
+def build_backbone(name: str, with_cp: bool = False,
+                   arch: str = 'l2') -> nn.Module:
     from mmengine.registry import MODELS
 
     _import_hosts()
-    cfg = backbone_cfg(name, with_cp)
+    cfg = backbone_cfg(name, with_cp, arch=arch)
     model = MODELS.build(cfg)
     if hasattr(model, 'init_weights'):
         with _quiet_logs():
@@ -205,8 +234,8 @@ def _quiet_logs():
         logger.setLevel(level)
 
 
-def build_whole(config: str, name: str,
-                with_cp: bool = False) -> tuple[nn.Module, str]:
+def build_whole(config: str, name: str, with_cp: bool = False,
+                arch: str = 'l2') -> tuple[nn.Module, str]:
     """The config's model with the backbone of ``name``."""
     from mmengine.config import Config
 
@@ -214,7 +243,7 @@ def build_whole(config: str, name: str,
     cfg = Config.fromfile(config)
     drop_path_rate = cfg.model.backbone.get('drop_path_rate', 0.)
     return build_model_from_config(
-        cfg, backbone=backbone_cfg(name, with_cp, drop_path_rate))
+        cfg, backbone=backbone_cfg(name, with_cp, drop_path_rate, arch))
 
 
 class Subject:
@@ -272,6 +301,13 @@ def _seg_samples(x: torch.Tensor) -> list:
 
 
 def make_subjects(args: argparse.Namespace) -> list[Subject]:
+    if args.table == 'edge':
+        subjects = []
+        for name in args.models:
+            model, scope = edge_table.build_classifier(name)
+            subjects.append(
+                Subject(name, name, model.to(args.device), scope))
+        return subjects
     subjects = []
     sources: list[tuple[str | None, str]] = [(None, 'backbone')]
     sources += [(c, Path(c).stem) for c in args.configs]
@@ -279,9 +315,9 @@ def make_subjects(args: argparse.Namespace) -> list[Subject]:
         for name in args.models:
             label = name if config is None else f'{where}/{name}'
             if config is None:
-                model, scope = build_backbone(name), None
+                model, scope = build_backbone(name, arch=args.arch), None
             else:
-                model, scope = build_whole(config, name)
+                model, scope = build_whole(config, name, arch=args.arch)
             if name == 'fcaformer-deploy':
                 model.eval()
                 backbone = getattr(model, 'backbone', model)
@@ -463,21 +499,6 @@ def add_eager_ratios(times: dict[str, dict], reference: str) -> None:
 # --------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def _release_free_heap() -> None:
-    """Give freed heap memory back to the system (glibc), so that the
-    resident set size before the step holds live memory only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
 def peak_step_memory(subject: Subject, batch: int, size: Sequence[int],
                      device: str, precision: str) -> dict:
     """Peak memory of one training step above what was held before it."""
@@ -494,14 +515,9 @@ def peak_step_memory(subject: Subject, batch: int, size: Sequence[int],
         return dict(peak_mib=(peak - before) / 2**20,
                     peak_total_mib=peak / 2**20, method='cuda_allocator')
     _train_step(subject, x, device, precision)  # optimizer state
-    gc.collect()
-    _release_free_heap()
-    before = _status_kib('VmRSS')
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset VmHWM to the current RSS
-    _train_step(subject, x, device, precision)
-    peak = _status_kib('VmHWM')
-    return dict(peak_mib=(peak - before) / 1024, peak_total_mib=peak / 1024,
+    with peak_rss_rise() as mem:
+        _train_step(subject, x, device, precision)
+    return dict(peak_mib=mem['rise_mib'], peak_total_mib=mem['peak_mib'],
                 method='cpu_vmhwm')
 
 
@@ -537,20 +553,27 @@ def _memory_of(args, name, config, with_cp, precision) -> dict:
     if args.device.startswith('cuda'):
         return _memory_child(args, name, config, with_cp, precision)
     # A fresh process per measurement keeps other models' memory out.
+    return _run_child(
+        dict(
+            kind='train',
+            name=name,
+            config=config,
+            with_cp=with_cp,
+            precision=precision,
+            batch=args.train_batch,
+            size=list(args.size),
+            device=args.device,
+            threads=args.threads,
+            arch=args.arch,
+            official_path=args.official_path))
+
+
+def _run_child(spec: dict) -> dict:
+    """Run one memory measurement in a fresh process; its JSON result."""
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()), '--memory-child',
-        json.dumps(
-            dict(
-                name=name,
-                config=config,
-                with_cp=with_cp,
-                precision=precision,
-                batch=args.train_batch,
-                size=list(args.size),
-                device=args.device,
-                threads=args.threads,
-                official_path=args.official_path))
+        json.dumps(spec)
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
@@ -559,11 +582,28 @@ def _memory_of(args, name, config, with_cp, precision) -> dict:
     return json.loads(lines[-1])
 
 
+def measure_inference_memory(args: argparse.Namespace) -> dict[str, dict]:
+    """Inference memory of every edge-table model, each in a fresh process
+    (:func:`fcaformer_mm.utils.edge_table.measure_inference_memory`)."""
+    if not args.device == 'cpu':
+        raise NotImplementedError(
+            'inference memory is measured on the CPU only')
+    out = {}
+    for name in args.models:
+        print(f'[{time.strftime("%H:%M:%S")}] inference memory {name}',
+              file=sys.stderr, flush=True)
+        out[name] = _run_child(
+            dict(kind='inference', name=name, size=list(args.size),
+                 threads=args.threads))
+    return out
+
+
 def _memory_child(args, name, config, with_cp, precision) -> dict:
+    arch = getattr(args, 'arch', 'l2')
     if config is None:
-        model, scope = build_backbone(name, with_cp), None
+        model, scope = build_backbone(name, with_cp, arch), None
     else:
-        model, scope = build_whole(config, name, with_cp)
+        model, scope = build_whole(config, name, with_cp, arch)
     subject = Subject(name, name, model.to(args.device), scope)
     try:
         return peak_step_memory(subject, args.train_batch, args.size,
@@ -576,14 +616,21 @@ def _memory_child(args, name, config, with_cp, precision) -> dict:
 
 def memory_child_main(spec: str) -> int:
     opts = json.loads(spec)
-    torch.set_num_threads(opts['threads'])
+    if opts['threads']:
+        torch.set_num_threads(opts['threads'])
+    if opts.get('kind') == 'inference':
+        result = edge_table.measure_inference_memory(
+            opts['name'], opts['size'])
+        print(json.dumps(result))
+        return 0
     if opts['official_path']:
         OfficialBackbone.official_cls = load_official_dense(
             opts['official_path'])
     args = argparse.Namespace(
         device=opts['device'],
         train_batch=opts['batch'],
-        size=opts['size'])
+        size=opts['size'],
+        arch=opts.get('arch', 'l2'))
     result = _memory_child(args, opts['name'], opts['config'],
                            opts['with_cp'], opts['precision'])
     print(json.dumps(result))
@@ -603,10 +650,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Environment variables that change CPU timings (recorded in the report).
+TIMING_ENV = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT',
+              'KMP_BLOCKTIME', 'MKL_NUM_THREADS', 'ONEDNN_MAX_CPU_ISA')
+
+
 def machine_state() -> dict:
     state = dict(
         time=time.strftime('%Y-%m-%d %H:%M:%S'),
         cpus=os.cpu_count(),
+        env={k: os.environ[k] for k in TIMING_ENV if k in os.environ},
     )
     with contextlib.suppress(OSError):
         state['loadavg'] = list(os.getloadavg())
@@ -673,11 +726,21 @@ def plot(report: dict, path: str) -> None:
 # --------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Benchmark FcaFormer against ConvNeXt-T and Swin-T.')
+        description='Benchmark FcaFormer against ConvNeXt-T and Swin-T '
+        "(dense backbones), or reproduce the paper's edge-device table of "
+        'classifiers (--table edge).')
     parser.add_argument(
-        '--models', nargs='+', default=None, choices=MODEL_NAMES,
-        help='models to measure (default: all; official only with '
-        '--official-path)')
+        '--table', default='dense', choices=TABLES,
+        help='dense: backbones (and --configs whole models); edge: the '
+        "paper's edge-device table of 1000-way classifiers")
+    parser.add_argument(
+        '--models', nargs='+', default=None,
+        help=f'models to measure; dense: {", ".join(MODEL_NAMES)} (default: '
+        f'all but fcaformer-blas; official only with --official-path); '
+        f'edge: {", ".join(EDGE_MODEL_NAMES)} (default: all)')
+    parser.add_argument(
+        '--arch', default='l2', choices=ARCHS,
+        help='FcaFormer arch of the dense fcaformer* models')
     parser.add_argument(
         '--official-path', default=None,
         help='local checkout of hkzhang-git/FcaFormer, to include the '
@@ -687,23 +750,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='configs of whole models; each is also built with the other '
         'backbones under the same heads')
     parser.add_argument(
-        '--metrics', nargs='+', default=list(METRICS), choices=METRICS)
+        '--metrics', nargs='+', default=None, choices=METRICS,
+        help=f'default: all for dense, {" ".join(("latency", "memory"))} for '
+        'edge (where memory is inference memory and train is not offered)')
     parser.add_argument(
         '--precisions', nargs='+', default=None, choices=PRECISIONS,
-        help='default: fp32 bf16 on CPU, fp32 fp16 bf16 on CUDA')
+        help='default: fp32 bf16 on CPU, fp32 fp16 bf16 on CUDA; fp32 for '
+        'edge')
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
         '--threads', type=int, default=None,
-        help='intra-op CPU threads (torch.set_num_threads)')
+        help='intra-op CPU threads (torch.set_num_threads; the paper used '
+        '4)')
     parser.add_argument(
-        '--size', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
+        '--size', type=int, nargs=2, default=None, metavar=('H', 'W'),
+        help='image size; default 512 512 (dense), 224 224 (edge)')
     parser.add_argument('--batch', type=int, default=8,
                         help='batch of the throughput metric')
     parser.add_argument('--train-batch', type=int, default=2)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--reference', default='convnext-t',
-                        choices=MODEL_NAMES)
+                        help='the model ratios are relative to')
     parser.add_argument('--compile-mode', default=None,
                         help='mode of torch.compile')
     parser.add_argument('--compile-backend', default='inductor',
@@ -719,21 +787,100 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         return args
+    edge = args.table == 'edge'
+    names = EDGE_MODEL_NAMES if edge else MODEL_NAMES
     if args.models is None:
-        args.models = [
+        args.models = list(EDGE_MODEL_NAMES) if edge else [
             m for m in DEFAULT_MODELS
             if m != 'official' or args.official_path is not None
         ]
+    unknown = [m for m in args.models if m not in names]
+    if unknown:
+        parser.error(f'unknown model(s) {unknown} for --table {args.table}; '
+                     f'choose from {", ".join(names)}')
+    if args.reference not in names:
+        parser.error(f'--reference {args.reference!r} is not a model of '
+                     f'--table {args.table}; choose from {", ".join(names)}')
+    if args.size is None:
+        args.size = [224, 224] if edge else [512, 512]
+    if args.metrics is None:
+        args.metrics = ['latency', 'memory'] if edge else list(METRICS)
+    if args.precisions is None:
+        args.precisions = (['fp32'] if edge else ['fp32', 'bf16']
+                           if args.device == 'cpu' else
+                           ['fp32', 'fp16', 'bf16'])
+    if edge:
+        if 'train' in args.metrics:
+            parser.error('--table edge measures inference only: choose '
+                         f'--metrics from {" ".join(EDGE_METRICS)}')
+        if args.configs or args.official_path:
+            parser.error('--configs and --official-path belong to --table '
+                         'dense; the edge table builds its own classifiers')
+        if 'memory' in args.metrics and args.device != 'cpu':
+            parser.error('inference memory (--metrics memory) is measured '
+                         'on the CPU only; drop it for --device cuda')
+        fixed = [m for m in args.models if m.startswith('efficientformer')]
+        if fixed and list(args.size) != [224, 224]:
+            parser.error(f'{fixed} run at 224x224 only (attention biases of '
+                         'a fixed 7x7 map): use --size 224 224 or leave '
+                         'them out')
     if 'official' in args.models and args.official_path is None:
         parser.error('the official model needs --official-path')
-    if args.precisions is None:
-        args.precisions = (['fp32', 'bf16'] if args.device == 'cpu' else
-                           ['fp32', 'fp16', 'bf16'])
+    if 'official' in args.models and args.arch != 'l2':
+        parser.error('the official dense model is L2: use --arch l2')
     if 'fp16' in args.precisions and not args.device.startswith('cuda'):
         parser.error('fp16 mixed precision is measured on CUDA only')
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be >= 1 and --warmup >= 0')
     return args
+
+
+def _meta(args: argparse.Namespace) -> dict:
+    return dict(
+        table=args.table,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        device=args.device,
+        device_name=(torch.cuda.get_device_name(args.device)
+                     if args.device.startswith('cuda') else _cpu_name()),
+        threads=torch.get_num_threads(),
+        size=list(args.size),
+        batch=args.batch,
+        train_batch=args.train_batch,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        reference=args.reference,
+        models=list(args.models),
+        arch=args.arch,
+        configs=list(args.configs),
+        metrics=list(args.metrics),
+        precisions=list(args.precisions),
+        official_path=args.official_path,
+        compile=dict(mode=args.compile_mode,
+                     backend=args.compile_backend,
+                     freezing=args.compile_freezing),
+        machine_before=machine_state())
+
+
+def _time_all(args: argparse.Namespace, report: dict) -> None:
+    """Every timed metric, in every precision, into ``report['times']``;
+    parameter counts into ``report['params']``."""
+    timed = [m for m in args.metrics if m not in ('memory', )]
+    if not timed:
+        return
+    subjects = make_subjects(args)
+    report['params'] = {
+        s.label: sum(p.numel() for p in s.model.parameters())
+        for s in subjects
+    }
+    for metric in timed:
+        for precision in args.precisions:
+            print(f'[{time.strftime("%H:%M:%S")}] {metric} {precision}',
+                  file=sys.stderr, flush=True)
+            results = measure_times(subjects, metric, precision, args)
+            add_ratios(results, args.reference)
+            report['times'][f'{metric}/{precision}'] = results
+    add_eager_ratios(report['times'], args.reference)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -743,47 +890,23 @@ def run(args: argparse.Namespace) -> dict:
         OfficialBackbone.official_cls = load_official_dense(
             args.official_path)
     torch.manual_seed(0)
-    report: dict = dict(
-        meta=dict(
-            torch=torch.__version__,
-            python=platform.python_version(),
-            device=args.device,
-            device_name=(torch.cuda.get_device_name(args.device)
-                         if args.device.startswith('cuda') else
-                         _cpu_name()),
-            threads=torch.get_num_threads(),
-            size=list(args.size),
-            batch=args.batch,
-            train_batch=args.train_batch,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            reference=args.reference,
-            models=list(args.models),
-            configs=list(args.configs),
-            metrics=list(args.metrics),
-            precisions=list(args.precisions),
-            official_path=args.official_path,
-            compile=dict(mode=args.compile_mode,
-                         backend=args.compile_backend,
-                         freezing=args.compile_freezing),
-            machine_before=machine_state()),
-        times={},
-        memory=[])
-    timed = [m for m in args.metrics if m != 'memory']
-    if timed:
-        subjects = make_subjects(args)
-        for metric in timed:
-            for precision in args.precisions:
-                print(f'[{time.strftime("%H:%M:%S")}] {metric} {precision}',
-                      file=sys.stderr, flush=True)
-                results = measure_times(subjects, metric, precision, args)
-                add_ratios(results, args.reference)
-                report['times'][f'{metric}/{precision}'] = results
-        add_eager_ratios(report['times'], args.reference)
-        del subjects
+    report: dict = dict(meta=_meta(args), times={}, memory=[])
+    _time_all(args, report)
     if 'memory' in args.metrics:
-        report['memory'] = measure_memory(args)
+        if args.table == 'edge':
+            report['inference_memory'] = measure_inference_memory(args)
+        else:
+            report['memory'] = measure_memory(args)
     report['meta']['machine_after'] = machine_state()
+    if args.table == 'edge':
+        precision = args.precisions[0]
+        rows = edge_table.edge_rows(
+            report['times'].get(f'latency/{precision}', {}),
+            report.get('inference_memory', {}), args.reference)
+        report['edge'] = dict(
+            precision=precision,
+            rows=rows,
+            pairs=edge_table.edge_pairs(rows))
     return report
 
 
@@ -793,16 +916,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return memory_child_main(args.memory_child)
     report = run(args)
     print(format_table(report))
+    if args.table == 'edge':
+        print(edge_table.format_edge_table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
         print(f'\nwrote {args.json}')
     if args.plot:
-        plot(report, args.plot)
+        if args.table == 'edge':
+            meta = report['meta']
+            edge_table.plot_speed_accuracy(
+                report['edge']['rows'], args.plot,
+                title=f'batch 1, {meta["size"][0]}x{meta["size"][1]}, '
+                f'{meta["device_name"]}, {meta["threads"]} threads')
+        else:
+            plot(report, args.plot)
         print(f'wrote {args.plot}')
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())
