@@ -81,6 +81,12 @@ The paper's edge-device table (``--table edge``)
     most the MAC ratio, memory ratio at most the paper's); ``--plot``
     draws published top-1 against measured latency.
 
+On a CPU whose cores are shared with other work, start the tool with
+``OMP_WAIT_POLICY=PASSIVE`` in the environment: OpenMP's default spinning
+makes every operator wait for threads the scheduler has taken away, which
+slows models of many small operators most. The report records that
+variable (``meta.machine_before.env``).
+
 Examples:
     python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
         --size 512 512 --repeats 7 --json bench.json --plot bench.png

@@ -12,9 +12,12 @@ operators
     largest self CPU time (time inside the operator, not in the operators
     it calls), per call; their sum; and the number of operator calls.
 Python overhead
-    Wall time minus the summed self CPU time of all operators (measured
-    with the profiler): what the forward spends outside the operators, in
-    Python code and in dispatch. Also as a share of the wall time.
+    The wall time of the profiled calls minus the summed self CPU time of
+    all their operators: what the forward spends outside the operators, in
+    Python code and in dispatch (an upper bound: the profiler's own cost
+    per operator is in it), also as a share of that wall time. Both come
+    from the same calls, so a change of machine load between the plain and
+    the profiled calls does not enter.
 largest tensors
     The largest tensors that operators produce during one call (recorded
     by a ``TorchDispatchMode``), with their operators and shapes, and the
@@ -82,8 +85,10 @@ def profile_model(name: str, size: Sequence[int], warmup: int,
             walls.append(time.perf_counter() - start)
         with torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
             for _ in range(repeats):
                 forward(model, x)
+            profiled_ms = (time.perf_counter() - start) * 1e3 / repeats
         recorder = _TensorRecorder()
         with recorder:
             forward(model, x)
@@ -99,10 +104,11 @@ def profile_model(name: str, size: Sequence[int], warmup: int,
         size=list(size),
         threads=torch.get_num_threads(),
         wall_ms=wall_ms,
+        profiled_wall_ms=profiled_ms,
         op_self_ms=self_ms,
         op_calls=calls,
-        python_overhead_ms=wall_ms - self_ms,
-        python_overhead_share=(wall_ms - self_ms) / wall_ms,
+        python_overhead_ms=profiled_ms - self_ms,
+        python_overhead_share=(profiled_ms - self_ms) / profiled_ms,
         top_ops=[
             dict(op=e.key,
                  self_ms=e.self_cpu_time_total / 1e3 / repeats,
@@ -119,10 +125,11 @@ def profile_model(name: str, size: Sequence[int], warmup: int,
 def format_profile(p: dict) -> str:
     lines = [
         f'\n{p["model"]} at {p["size"][0]}x{p["size"][1]}, batch 1, '
-        f'{p["threads"]} threads: wall {p["wall_ms"]:.1f} ms, operators\' '
-        f'self time {p["op_self_ms"]:.1f} ms in {p["op_calls"]:.0f} calls, '
-        f'outside operators {p["python_overhead_ms"]:.1f} ms '
-        f'({100 * p["python_overhead_share"]:.0f} %)',
+        f'{p["threads"]} threads: wall {p["wall_ms"]:.1f} ms (profiled '
+        f'{p["profiled_wall_ms"]:.1f} ms), operators\' self time '
+        f'{p["op_self_ms"]:.1f} ms in {p["op_calls"]:.0f} calls, outside '
+        f'operators {p["python_overhead_ms"]:.1f} ms '
+        f'({100 * p["python_overhead_share"]:.0f} % of the profiled wall)',
         f'  {"operator":<44}{"self ms":>9}{"share":>7}{"calls":>7}'
     ]
     for op in p['top_ops']:
