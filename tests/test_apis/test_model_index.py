@@ -176,8 +176,14 @@ def test_mmpretrain_inference_model_by_name(tmp_path):
     torch.manual_seed(0)
     image = np.random.default_rng(0).integers(
         0, 255, (96, 128, 3), dtype=np.uint8)
-    result = mmpretrain.inference_model(
-        'fcaformer_l1_in1k', image, pretrained=False, device='cpu')
+    from mmengine.registry import DefaultScope
+
+    # mmpretrain's inferencer builds its pipeline in the current default
+    # scope, which an earlier Runner in the same process may have left at
+    # another codebase (upstream behaviour): name mmpretrain's.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        result = mmpretrain.inference_model(
+            'fcaformer_l1_in1k', image, pretrained=False, device='cpu')
     assert len(result['pred_scores']) == 1000
     assert 0 <= result['pred_label'] < 1000
 
