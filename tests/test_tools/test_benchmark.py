@@ -350,3 +350,21 @@ def test_dense_backbone_of_any_arch(bench, tmp_path):
         p.numel() for p in l1.parameters())
     results = report['times']['latency/fp32']
     assert list(results) == ['fcaformer', 'fcaformer-deploy', 'convnext-t']
+
+
+def test_training_memory_without_threads_and_of_another_arch(bench, tmp_path):
+    # The memory child once passed --threads' default (None) to
+    # torch.set_num_threads and failed; it must also build the --arch asked.
+    out = tmp_path / 'bench.json'
+    assert bench.main(['--arch', 'l1', '--models', 'fcaformer', '--metrics',
+                       'memory', '--size', '64', '64', '--train-batch', '1',
+                       '--precisions', 'fp32', '--json', str(out)]) == 0
+    from fcaformer_mm.models import FcaFormer
+
+    l1 = FcaFormer('l1', out_channels=(96, 192, 384, 768))
+    rows = json.loads(out.read_text())['memory']
+    assert [r['with_cp'] for r in rows] == [False, True]
+    for row in rows:
+        assert 'error' not in row, row.get('error')
+        assert row['peak_mib'] > 0
+        assert row['params'] == sum(p.numel() for p in l1.parameters())

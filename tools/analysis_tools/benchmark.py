@@ -611,9 +611,12 @@ def _memory_child(args, name, config, with_cp, precision) -> dict:
     else:
         model, scope = build_whole(config, name, with_cp, arch)
     subject = Subject(name, name, model.to(args.device), scope)
+    params = sum(p.numel() for p in model.parameters())
     try:
-        return peak_step_memory(subject, args.train_batch, args.size,
-                                args.device, precision)
+        return dict(
+            peak_step_memory(subject, args.train_batch, args.size,
+                             args.device, precision),
+            params=params)
     finally:
         del subject, model
         if args.device.startswith('cuda'):
