@@ -542,9 +542,8 @@ class FcaFormer(BaseModule):
         self.channels_last = channels_last
         self.deployed = False
 
-        # On the CPU, even under a meta-device context (parameter counts).
         rates = torch.linspace(0, drop_path_rate, sum(self.depths),
-                               device='cpu').tolist()
+                               device='cpu').tolist()  # also under 'meta'
         ends = [sum(self.depths[:i + 1]) for i in range(self.num_stages)]
         stage_rates = [rates[e - d:e] for e, d in zip(ends, self.depths)]
 
