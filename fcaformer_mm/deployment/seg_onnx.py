@@ -101,11 +101,13 @@ def preprocess(image_rgb: np.ndarray,
 def _resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of ``(C, h, w)`` maps (half-pixel centres, as
     ``F.interpolate(..., align_corners=False)``), in groups of channels
-    that OpenCV takes."""
+    that OpenCV takes (at most 128 per image in OpenCV 5, 512 in 4.x)."""
+    group = 128
     out = [
-        cv2.resize(np.ascontiguousarray(maps[i:i + 256].transpose(1, 2, 0)),
-                   (width, height), interpolation=cv2.INTER_LINEAR)
-        for i in range(0, maps.shape[0], 256)
+        cv2.resize(
+            np.ascontiguousarray(maps[i:i + group].transpose(1, 2, 0)),
+            (width, height), interpolation=cv2.INTER_LINEAR)
+        for i in range(0, maps.shape[0], group)
     ]
     out = [o[..., None] if o.ndim == 2 else o for o in out]
     return np.concatenate(out, axis=2).transpose(2, 0, 1)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import (
     MASK_RCNN_CONFIG,
@@ -140,8 +141,10 @@ def test_amp_config_without_cpu_flag_is_a_clear_error(tmp_path):
 
 
 def test_tta_of_mask_rcnn_is_a_clear_error(tmp_path):
+    # A readable checkpoint, so that the file check passes and the TTA
+    # check is what stops the run.
     checkpoint = tmp_path / 'any.pth'
-    checkpoint.write_bytes(b'')
+    torch.save({'state_dict': {}}, checkpoint)
     proc = run([TOOLS / 'test.py', MASK_RCNN_CONFIG, checkpoint, '--cpu',
                 '--tta'], cwd=tmp_path, check=False)
     assert proc.returncode != 0

@@ -73,8 +73,12 @@ def _loader() -> dict:
 
 def _runner(work_dir: Path, metric: _MeanPrediction, **kwargs) -> Runner:
     torch.manual_seed(0)
+    # A name of its own: runners built within one second would otherwise
+    # share the DefaultScope instance named after the timestamp (and so the
+    # first runner's scope).
     return Runner(
         model=_Regressor(), work_dir=str(work_dir),
+        experiment_name=f'{work_dir.name}_{id(metric)}',
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0), **kwargs)
 
@@ -112,7 +116,7 @@ def test_ema_hook_validates_ema_and_origin_weights(tmp_path):
     validates, swaps back and validates the original weights: each metric
     must be that of its weights (a stale fold of the other weights would
     give the EMA metric twice)."""
-    pytest.importorskip('mmpretrain')
+    hooks = pytest.importorskip('mmpretrain.engine.hooks')
     metric = _MeanPrediction()
     runner = _runner(
         tmp_path, metric,
@@ -121,7 +125,10 @@ def test_ema_hook_validates_ema_and_origin_weights(tmp_path):
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05)),
         val_dataloader=_loader(), val_cfg=dict(), val_evaluator=[metric],
         custom_hooks=[
-            dict(type='EMAHook', momentum=0.3, evaluate_on_origin=True)
+            # The class itself: by name, mmengine's own EMAHook (which has
+            # no ``evaluate_on_origin``) is found unless mmpretrain's
+            # registry happens to be imported already.
+            dict(type=hooks.EMAHook, momentum=0.3, evaluate_on_origin=True)
         ],
         default_scope='mmpretrain')
     runner.train()
