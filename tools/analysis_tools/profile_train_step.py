@@ -26,12 +26,19 @@ Subcommands:
     Step time of the models in one process, interleaved: every repetition
     runs each model once (round robin) so that a change of machine load
     hits all alike; medians of forward+backward and of the whole step.
+``grads``
+    FcaFormer's outputs and gradients (input and every parameter) on its
+    default path, with and without ``with_cp``, against plain training
+    (``fast_training=False``): largest absolute and relative differences.
 
 Models: ``fcaformer`` (this package's L2 dense backbone, drop path 0.1,
 layer scale 1.0, as in ``configs/upernet_fcaformer_l2_ade20k.py``) and
 ``convnext-t`` (mmpretrain's ConvNeXt-T, drop path 0.4, layer scale 1.0, as
 in mmseg's ConvNeXt-T UperNet config). ``--options`` sets FcaFormer's
-:class:`~fcaformer_mm.models.utils.ExecutionOptions` (``key=value``).
+:class:`~fcaformer_mm.models.utils.ExecutionOptions` (``key=value``); a
+model given as ``fcaformer@key=value,...`` has its own (e.g.
+``fcaformer@fast_training=false``: the plain training path, beside the
+default one in the same run).
 
 Examples:
     python tools/analysis_tools/profile_train_step.py saved fcaformer
@@ -110,6 +117,17 @@ def options_context(pairs: Sequence[str]):
         changes[key] = json.loads(value.lower()) if value.lower() in (
             'true', 'false') or value.isdigit() else value
     return execution_options(**changes)
+
+
+def parse_spec(spec: str, default: Sequence[str]) -> tuple[str, list[str]]:
+    """``name`` or ``name@key=value,...`` to the model name and its
+    execution options (``default`` for FcaFormer without ``@``)."""
+    name, _, opts = spec.partition('@')
+    if name not in MODELS:
+        raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
+    if opts:
+        return name, opts.split(',')
+    return name, list(default) if name == 'fcaformer' else []
 
 
 def images(batch: int, size: Sequence[int]) -> torch.Tensor:
@@ -204,7 +222,9 @@ def saved_activations(model: nn.Module, x: torch.Tensor,
             continue
         visited.add(fn)
         for attr in dir(fn):
-            if not attr.startswith('_saved_'):
+            # aten nodes expose ``_saved_*``; custom functions
+            # ``saved_tensors``.
+            if not attr.startswith('_saved_') and attr != 'saved_tensors':
                 continue
             with contextlib.suppress(Exception):
                 value = getattr(fn, attr)
@@ -319,13 +339,53 @@ def memory_child(spec: dict) -> dict:
 
 
 # --------------------------------------------------------------------------
+# Gradients against plain training
+# --------------------------------------------------------------------------
+def step_results(spec: str, x: torch.Tensor, with_cp: bool,
+                 default: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Outputs, input gradient and parameter gradients of one forward and
+    backward (drop path drawn from the same seed), by name."""
+    name, opts = parse_spec(spec, default)
+    model = build(name, with_cp)
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    with options_context(opts):
+        outs = model(x)
+        sum(o.mean() for o in outs).backward()
+    results = {f'out{i}': o.detach() for i, o in enumerate(outs)}
+    results['input'] = x.grad
+    results.update({n: p.grad for n, p in model.named_parameters()})
+    return results
+
+
+def compare_grads(x: torch.Tensor, cps: Sequence[bool]) -> str:
+    plain = step_results('fcaformer@fast_training=false', x, False)
+    lines = []
+    for with_cp in cps:
+        fast = step_results('fcaformer', x, with_cp)
+        assert fast.keys() == plain.keys()
+        worst_abs = max(((fast[k] - plain[k]).abs().max().item(), k)
+                        for k in plain)
+        worst_rel = max((((fast[k] - plain[k]).abs().max() /
+                          plain[k].abs().max().clamp_min(1e-30)).item(), k)
+                        for k in plain)
+        lines.append(f'fcaformer with_cp={with_cp} against plain training: '
+                     f'max abs diff {worst_abs[0]:.3g} ({worst_abs[1]}), '
+                     f'max diff / max value {worst_rel[0]:.3g} '
+                     f'({worst_rel[1]}); {len(plain)} tensors')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('command', choices=('saved', 'ops', 'memory', 'time',
-                                       'child'))
-    p.add_argument('models', nargs='*', default=list(MODELS))
+                                       'grads', 'child'))
+    p.add_argument('models', nargs='*', default=list(MODELS),
+                   help=f'{MODELS}, FcaFormer as fcaformer@key=value,... '
+                   'with execution options of its own')
     p.add_argument('--size', type=int, nargs=2, default=[512, 512])
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--threads', type=int, default=2)
@@ -351,24 +411,26 @@ def main(argv=None) -> int:
           f'{args.size} threads {args.threads} options {args.options} '
           f'load {os.getloadavg()}', flush=True)
     if args.command in ('saved', 'ops'):
-        for name in args.models:
+        for spec in args.models:
+            name, opts = parse_spec(spec, args.options)
             for with_cp in cps:
                 model = build(name, with_cp)
-                opts = args.options if name == 'fcaformer' else []
-                print(f'\n## {name} with_cp={with_cp}')
+                print(f'\n## {spec} with_cp={with_cp}')
                 if args.command == 'saved':
                     print(report_saved(
                         saved_activations(model, x, opts), args.top))
                 else:
                     print(profile_ops(Step(model, opts), x, args.top))
+    elif args.command == 'grads':
+        print(compare_grads(x, cps))
     elif args.command == 'memory':
         results = []
         for with_cp in cps:
-            for name in args.models:
+            for label in args.models:
+                name, opts = parse_spec(label, args.options)
                 spec = dict(model=name, with_cp=with_cp, batch=args.batch,
                             size=args.size, threads=args.threads,
-                            options=args.options if name == 'fcaformer'
-                            else [])
+                            options=opts, label=label)
                 proc = subprocess.run(
                     [sys.executable, str(Path(__file__).resolve()), 'child',
                      '--spec', json.dumps(spec)], capture_output=True,
@@ -380,23 +442,25 @@ def main(argv=None) -> int:
                     return 1
                 row = dict(spec, **json.loads(lines[-1]))
                 results.append(row)
-                print(f'{name:<12} with_cp={with_cp!s:<6} rss rise '
+                print(f'{label:<30} with_cp={with_cp!s:<6} rss rise '
                       f'{row["rss_rise_mib"]:7.0f} MiB  allocator peak '
                       f'{row["alloc_peak_mib"]:7.0f} MiB', flush=True)
         for with_cp in cps:
-            rows = {r['model']: r for r in results if r['with_cp'] == with_cp}
-            if len(rows) == 2:
-                a, b = rows['fcaformer'], rows['convnext-t']
-                print(f'ratio fcaformer/convnext-t with_cp={with_cp}: rss '
-                      f'{a["rss_rise_mib"] / b["rss_rise_mib"]:.3f}  '
+            rows = {r['label']: r for r in results if r['with_cp'] == with_cp}
+            ref = rows.get('convnext-t')
+            for label, a in rows.items():
+                if ref is None or label == 'convnext-t':
+                    continue
+                print(f'ratio {label}/convnext-t with_cp={with_cp}: rss '
+                      f'{a["rss_rise_mib"] / ref["rss_rise_mib"]:.3f}  '
                       f'allocator '
-                      f'{a["alloc_peak_mib"] / b["alloc_peak_mib"]:.3f}')
+                      f'{a["alloc_peak_mib"] / ref["alloc_peak_mib"]:.3f}')
     elif args.command == 'time':
         steps = {}
-        for name in args.models:
+        for label in args.models:
+            name, opts = parse_spec(label, args.options)
             for with_cp in cps:
-                opts = args.options if name == 'fcaformer' else []
-                steps[(name, with_cp)] = Step(build(name, with_cp), opts)
+                steps[(label, with_cp)] = Step(build(name, with_cp), opts)
         times = {key: ([], []) for key in steps}
         for i in range(args.warmup + args.repeats):
             for key, step in steps.items():
@@ -406,12 +470,12 @@ def main(argv=None) -> int:
                     times[key][1].append(whole)
         med = {k: (statistics.median(v[0]), statistics.median(v[1]))
                for k, v in times.items()}
-        for (name, with_cp), (fb, whole) in med.items():
+        for (label, with_cp), (fb, whole) in med.items():
             ref = med.get(('convnext-t', with_cp))
             ratio = '' if ref is None else (
                 f'  ratio fwd+bwd {fb / ref[0]:.3f}  step '
                 f'{whole / ref[1]:.3f}')
-            print(f'{name:<12} with_cp={with_cp!s:<6} fwd+bwd '
+            print(f'{label:<30} with_cp={with_cp!s:<6} fwd+bwd '
                   f'{fb * 1e3:7.0f} ms  step {whole * 1e3:7.0f} ms{ratio}')
         print(f'# load after {os.getloadavg()}')
     return 0
