@@ -26,6 +26,12 @@ Subcommands:
     Step time of the models in one process, interleaved: every repetition
     runs each model once (round robin) so that a change of machine load
     hits all alike; medians of forward+backward and of the whole step.
+``blocks``
+    FcaFormer's parts one by one (the stem, a ConvNeXt block, a
+    ``downsample``, FCA blocks of stages 2 and 3, on the inputs they get in
+    the model): forward+backward time (interleaved medians) and the bytes
+    kept for the backward pass, with the training kernels and without
+    (``fast_training=False``): what each kernel buys.
 ``grads``
     FcaFormer's outputs and gradients (input and every parameter) on its
     default path, with and without ``with_cp``, against plain training
@@ -339,6 +345,96 @@ def memory_child(spec: dict) -> dict:
 
 
 # --------------------------------------------------------------------------
+# Parts of FcaFormer one by one
+# --------------------------------------------------------------------------
+BLOCKS = ('patch_embed', 'layer_0.blocks.0', 'layer_0.downsample',
+          'layer_1.blocks.0', 'layer_1.downsample', 'layer_2.blocks.0',
+          'layer_2.blocks.6', 'layer_3.blocks.1')
+
+
+def block_inputs(model: nn.Module, x: torch.Tensor,
+                 names: Sequence[str]) -> dict[str, tuple]:
+    """The positional inputs of the named modules in one forward."""
+    inputs, handles = {}, []
+    for name in names:
+        module = model.get_submodule(name)
+
+        def hook(mod, args, name=name):
+            inputs.setdefault(name, tuple(
+                a.detach() if isinstance(a, torch.Tensor) else a
+                for a in args))
+
+        handles.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return inputs
+
+
+def _block_step(module: nn.Module, args: tuple, options: Sequence[str]):
+    args = tuple(a.clone().requires_grad_(True) if isinstance(
+        a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    with options_context(options):
+        out = module(*args)
+        outs = [o for o in (out if isinstance(out, tuple) else (out, ))
+                if o is not None]
+        sum(o.float().mean() for o in outs).backward()
+
+
+def _block_saved(module: nn.Module, args: tuple,
+                 options: Sequence[str]) -> int:
+    """Bytes autograd keeps for backward in the module's forward (saved
+    tensors, once per storage, parameters and inputs excluded)."""
+    args = tuple(a.clone().requires_grad_(True) if isinstance(
+        a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    skip = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    skip |= {a.untyped_storage().data_ptr() for a in args
+             if isinstance(a, torch.Tensor)}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with options_context(options):
+            module(*args)
+    return sum(seen.values())
+
+
+def profile_blocks(args: argparse.Namespace, x: torch.Tensor) -> str:
+    model = build('fcaformer')
+    inputs = block_inputs(model, x, BLOCKS)
+    variants = {'kernels': list(args.options),
+                'plain': list(args.options) + ['fast_training=false']}
+    times = {(b, v): [] for b in BLOCKS for v in variants}
+    for i in range(args.warmup + args.repeats):
+        for block in BLOCKS:
+            module = model.get_submodule(block)
+            for variant, opts in variants.items():
+                start = time.perf_counter()
+                _block_step(module, inputs[block], opts)
+                if i >= args.warmup:
+                    times[(block, variant)].append(time.perf_counter() -
+                                                   start)
+        model.zero_grad(set_to_none=True)
+    lines = [f'{"part":<22}{"kernels ms":>11}{"plain ms":>10}{"ratio":>7}'
+             f'{"kept MiB":>10}{"plain MiB":>10}']
+    for block in BLOCKS:
+        module = model.get_submodule(block)
+        fast = statistics.median(times[(block, 'kernels')])
+        plain = statistics.median(times[(block, 'plain')])
+        kept = [_block_saved(module, inputs[block], opts) / 2**20
+                for opts in variants.values()]
+        lines.append(f'{block:<22}{fast * 1e3:>11.0f}{plain * 1e3:>10.0f}'
+                     f'{fast / plain:>7.2f}{kept[0]:>10.1f}{kept[1]:>10.1f}')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
 # Gradients against plain training
 # --------------------------------------------------------------------------
 def step_results(spec: str, x: torch.Tensor, with_cp: bool,
@@ -382,7 +478,7 @@ def compare_grads(x: torch.Tensor, cps: Sequence[bool]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('command', choices=('saved', 'ops', 'memory', 'time',
-                                       'grads', 'child'))
+                                       'blocks', 'grads', 'child'))
     p.add_argument('models', nargs='*', default=list(MODELS),
                    help=f'{MODELS}, FcaFormer as fcaformer@key=value,... '
                    'with execution options of its own')
@@ -421,6 +517,9 @@ def main(argv=None) -> int:
                         saved_activations(model, x, opts), args.top))
                 else:
                     print(profile_ops(Step(model, opts), x, args.top))
+    elif args.command == 'blocks':
+        print(profile_blocks(args, x))
+        print(f'# load after {os.getloadavg()}')
     elif args.command == 'grads':
         print(compare_grads(x, cps))
     elif args.command == 'memory':

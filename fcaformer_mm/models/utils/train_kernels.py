@@ -242,10 +242,11 @@ def bn_gelu_conv(y: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm,
     statistics and affine parameters, and a convolution without bias and
     with zero padding (:class:`~.layers.ConvBN`'s); ``bn``'s running
     statistics are updated as its forward updates them."""
-    momentum = bn.momentum
+    # What ``_BatchNorm.forward`` does in training mode.
+    momentum = 0. if bn.momentum is None else bn.momentum
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-        if momentum is None:  # cumulative moving average
+        if bn.momentum is None:  # cumulative moving average
             momentum = 1. / float(bn.num_batches_tracked)
     return _BnGeluConv.apply(y, bn.weight, bn.bias, bn.running_mean,
                              bn.running_var, momentum, bn.eps, conv.weight,
@@ -254,8 +255,10 @@ def bn_gelu_conv(y: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm,
 
 
 def bn_gelu_conv_fits(bn: nn.Module | None, conv: nn.Conv2d) -> bool:
-    """Whether :func:`bn_gelu_conv` computes ``conv(gelu(bn(.)))``."""
-    return (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.training
+    """Whether :func:`bn_gelu_conv` computes ``conv(gelu(bn(.)))``: a
+    plain ``BatchNorm2d`` (not SyncBatchNorm, whose statistics span
+    processes) in training mode."""
+    return (type(bn) is nn.BatchNorm2d and bn.training
             and bn.track_running_stats and bn.affine
             and isinstance(conv, nn.Conv2d) and conv.bias is None
             and conv.padding_mode == 'zeros'

@@ -147,6 +147,16 @@ def test_norm_eval_and_frozen_stages():
         {}, norm_eval=True)['nodes']
 
 
+def test_sync_batchnorm_keeps_its_forward():
+    """SyncBatchNorm gathers its statistics across processes in its own
+    forward: the BatchNorm-GELU-conv kernel leaves it alone."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(FcaFormer(TINY)).train()
+    outs = model(seeded_input((1, 3, 64, 64), seed=25))
+    nodes = graph_nodes(outs)
+    assert '_BnGeluConvBackward' not in nodes
+    assert '_NormsMlpBackward' in nodes
+
+
 def test_no_kernels_in_eval_or_without_autograd():
     model = FcaFormer(TINY).eval()
     x = seeded_input((1, 3, 64, 64), seed=24)
