@@ -465,10 +465,14 @@ def compare_grads(x: torch.Tensor, cps: Sequence[bool]) -> str:
         worst_rel = max((((fast[k] - plain[k]).abs().max() /
                           plain[k].abs().max().clamp_min(1e-30)).item(), k)
                         for k in plain)
+        rel_name = worst_rel[1]
         lines.append(f'fcaformer with_cp={with_cp} against plain training: '
-                     f'max abs diff {worst_abs[0]:.3g} ({worst_abs[1]}), '
-                     f'max diff / max value {worst_rel[0]:.3g} '
-                     f'({worst_rel[1]}); {len(plain)} tensors')
+                     f'max abs diff {worst_abs[0]:.3g} ({worst_abs[1]}, '
+                     f'largest value {plain[worst_abs[1]].abs().max():.3g})'
+                     f', max diff / largest value {worst_rel[0]:.3g} '
+                     f'({rel_name}, largest value '
+                     f'{plain[rel_name].abs().max():.3g}); '
+                     f'{len(plain)} tensors')
     return '\n'.join(lines)
 
 

@@ -211,20 +211,24 @@ class _BnGeluConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, bn_weight, bn_bias, running_mean, running_var,
                 momentum, eps, weight, conv_args):
-        out = torch.native_batch_norm(y, bn_weight, bn_bias, running_mean,
-                                      running_var, True, momentum, eps)[0]
+        out, mean, invstd = torch.native_batch_norm(y, bn_weight, bn_bias,
+                                                    running_mean, running_var,
+                                                    True, momentum, eps)
         out = F.conv2d(F.gelu(out), weight, None, *conv_args)
         ctx.eps, ctx.conv_args = eps, conv_args
-        ctx.save_for_backward(y, bn_weight, bn_bias, weight)
+        ctx.save_for_backward(y, bn_weight, bn_bias, weight, mean, invstd)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        y, bn_weight, bn_bias, weight = ctx.saved_tensors
+        y, bn_weight, bn_bias, weight, mean, invstd = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv_args
-        # The batch statistics again, without touching the running ones.
-        t, mean, invstd = torch.native_batch_norm(y, bn_weight, bn_bias, None,
-                                                  None, True, 0., ctx.eps)
+        # The BatchNorm output in one pass, as BatchNorm computes it on the
+        # CPU: y * (invstd * weight) + (bias - mean * invstd * weight).
+        alpha = invstd * bn_weight
+        shape = (1, -1) + (1, ) * (y.dim() - 2)
+        t = torch.addcmul((bn_bias - mean * alpha).view(shape), y,
+                          alpha.view(shape))
         dz, dweight, _ = torch.ops.aten.convolution_backward(
             grad, F.gelu(t), weight, None, stride, padding, dilation, False,
             [0] * len(stride), groups, [True, True, False])
