@@ -281,9 +281,10 @@ def test_conv_bn_gelu_chain(momentum, channels_last):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     params = [x] + list(layers.parameters())
     params_twin = [x] + [p for t in twin for p in t.parameters()]
+    # Weight gradients here reach 10: float rounding, relative 1e-6.
     for a, b in zip(_grads(out, params, 15), _grads(expected, params_twin,
                                                     15)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(layers, twin):
         for name, buf in a.bn.named_buffers():
             torch.testing.assert_close(buf, getattr(b.bn, name), rtol=0,
