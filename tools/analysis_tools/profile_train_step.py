@@ -1,0 +1,588 @@
+#!/usr/bin/env python3
+"""Where time and memory go in one training step of a dense backbone.
+
+The step is what UperNet training asks of the backbone: a batch of images
+in training mode (drop path and layer scale of the UperNet configs),
+forward, backward of the sum of the output means, then an AdamW step.
+
+Subcommands:
+
+``saved``
+    The activations autograd keeps for the backward pass, attributed to the
+    module that saved them (grouped by module type and by operator), with
+    the largest tensors. Storage shared by several saved tensors is counted
+    once.
+``ops``
+    ``torch.profiler`` (``profile_memory=True``, ``record_shapes=True``) of
+    one forward and backward: top operators by self CPU time and by the
+    memory they allocate, and the peak of live CPU-allocator bytes.
+``memory``
+    Peak memory of one training step in a fresh process per model, as
+    ``benchmark.py --metrics memory`` measures it: the rise of the peak
+    resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``)
+    over the resident set before the step, after one untimed step (AdamW
+    state exists); also the peak of live CPU-allocator bytes of the step.
+``time``
+    Step time of the models in one process, interleaved: every repetition
+    runs each model once (round robin) so that a change of machine load
+    hits all alike; medians of forward+backward and of the whole step.
+``blocks``
+    FcaFormer's parts one by one (the stem, a ConvNeXt block, a
+    ``downsample``, FCA blocks of stages 2 and 3, on the inputs they get in
+    the model): forward+backward time (interleaved medians) and the bytes
+    kept for the backward pass, with the training kernels and without
+    (``fast_training=False``): what each kernel buys.
+``grads``
+    FcaFormer's outputs and gradients (input and every parameter) on its
+    default path, with and without ``with_cp``, against plain training
+    (``fast_training=False``): largest absolute and relative differences.
+
+Models: ``fcaformer`` (this package's L2 dense backbone, drop path 0.1,
+layer scale 1.0, as in ``configs/upernet_fcaformer_l2_ade20k.py``) and
+``convnext-t`` (mmpretrain's ConvNeXt-T, drop path 0.4, layer scale 1.0, as
+in mmseg's ConvNeXt-T UperNet config). ``--options`` sets FcaFormer's
+:class:`~fcaformer_mm.models.utils.ExecutionOptions` (``key=value``); a
+model given as ``fcaformer@key=value,...`` has its own (e.g.
+``fcaformer@fast_training=false``: the plain training path, beside the
+default one in the same run).
+
+Examples:
+    python tools/analysis_tools/profile_train_step.py saved fcaformer
+    python tools/analysis_tools/profile_train_step.py memory \\
+        fcaformer convnext-t --with-cp both
+    python tools/analysis_tools/profile_train_step.py time \\
+        fcaformer convnext-t --repeats 9
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODELS = ('fcaformer', 'convnext-t')
+
+
+def build(name: str, with_cp: bool = False) -> nn.Module:
+    """The backbone ``name`` with the UperNet configs' drop path and layer
+    scale, official initialisation, training mode."""
+    torch.manual_seed(0)
+    if name == 'fcaformer':
+        from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+        model = FcaFormer(
+            arch='l2', out_indices=(0, 1, 2, 3), drop_path_rate=0.1,
+            layer_scale_init_value=1.0, with_cp=with_cp)
+    elif name == 'convnext-t':
+        from mmpretrain.models import ConvNeXt
+        model = ConvNeXt(
+            arch='tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.4,
+            layer_scale_init_value=1.0, gap_before_final_norm=False,
+            with_cp=with_cp)
+    else:
+        raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
+    with _quiet():
+        model.init_weights()
+    model.train()  # mmpretrain's ConvNeXt.train() returns None
+    return model
+
+
+@contextlib.contextmanager
+def _quiet():
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def options_context(pairs: Sequence[str]):
+    """``execution_options`` from ``key=value`` strings (FcaFormer only)."""
+    if not pairs:
+        return contextlib.nullcontext()
+    from fcaformer_mm.models.utils import execution_options
+    changes = {}
+    for pair in pairs:
+        key, value = pair.split('=', 1)
+        changes[key] = json.loads(value.lower()) if value.lower() in (
+            'true', 'false') or value.isdigit() else value
+    return execution_options(**changes)
+
+
+def parse_spec(spec: str, default: Sequence[str]) -> tuple[str, list[str]]:
+    """``name`` or ``name@key=value,...`` to the model name and its
+    execution options (``default`` for FcaFormer without ``@``)."""
+    name, _, opts = spec.partition('@')
+    if name not in MODELS:
+        raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
+    if opts:
+        return name, opts.split(',')
+    return name, list(default) if name == 'fcaformer' else []
+
+
+def images(batch: int, size: Sequence[int]) -> torch.Tensor:
+    return torch.randn(batch, 3, *size,
+                       generator=torch.Generator().manual_seed(0))
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor) -> None:
+    loss = sum(o.mean() for o in model(x))
+    loss.backward()
+
+
+class Step:
+    """One model's training step: forward, backward, AdamW."""
+
+    def __init__(self, model: nn.Module, options: Sequence[str] = ()) -> None:
+        self.model = model
+        self.options = options
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def __call__(self, x: torch.Tensor) -> tuple[float, float]:
+        """Run it; returns the seconds of forward+backward and of all."""
+        start = time.perf_counter()
+        with options_context(self.options):
+            forward_backward(self.model, x)
+        middle = time.perf_counter()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return middle - start, time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------
+# Saved activations
+# --------------------------------------------------------------------------
+def saved_activations(model: nn.Module, x: torch.Tensor,
+                      options: Sequence[str] = ()) -> list[dict]:
+    """Every tensor autograd saves in one forward, once per storage.
+
+    Returns dicts with ``module`` (path of the innermost module running),
+    ``type`` (its class), ``op`` (the autograd node that saved it, when
+    known), ``shape``, ``bytes``.
+    """
+    params = {p.data_ptr() for p in model.parameters()}
+    params |= {b.data_ptr() for b in model.buffers()}
+    stack: list[tuple[str, str]] = [('', type(model).__name__)]
+    handles = []
+    for name, module in model.named_modules():
+        if module is model:
+            continue
+
+        def pre(mod, args, name=name):
+            stack.append((name, type(mod).__name__))
+
+        def post(mod, args, out):
+            stack.pop()
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    seen: set[int] = set()
+    records: list[dict] = []
+
+    def pack(t: torch.Tensor):
+        try:
+            ptr = t.untyped_storage().data_ptr()
+            nbytes = t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            return t
+        if ptr in params or ptr in seen or nbytes == 0:
+            return t
+        seen.add(ptr)
+        name, kind = stack[-1]
+        records.append(dict(module=name, type=kind, shape=tuple(t.shape),
+                            dtype=str(t.dtype).replace('torch.', ''),
+                            bytes=nbytes, ptr=ptr, grad_fn=None))
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with options_context(options):
+                outs = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    # Name the saving operator: walk the graph, match saved storages.
+    owner: dict[int, str] = {}
+    todo = [o.grad_fn for o in outs if o.grad_fn is not None]
+    visited = set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in visited:
+            continue
+        visited.add(fn)
+        for attr in dir(fn):
+            # aten nodes expose ``_saved_*``; custom functions
+            # ``saved_tensors``.
+            if not attr.startswith('_saved_') and attr != 'saved_tensors':
+                continue
+            with contextlib.suppress(Exception):
+                value = getattr(fn, attr)
+                values = value if isinstance(value, (tuple, list)) else [
+                    value]
+                for v in values:
+                    if isinstance(v, torch.Tensor):
+                        owner.setdefault(v.untyped_storage().data_ptr(),
+                                         type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    for rec in records:
+        rec['grad_fn'] = owner.get(rec.pop('ptr'))
+    del outs
+    return records
+
+
+def report_saved(records: list[dict], top: int) -> str:
+    total = sum(r['bytes'] for r in records)
+    lines = [f'saved for backward: {total / 2**20:.1f} MiB in '
+             f'{len(records)} storages']
+    by_type = collections.Counter()
+    by_op = collections.Counter()
+    for r in records:
+        by_type[r['type']] += r['bytes']
+        by_op[f'{r["type"]} / {r["grad_fn"]}'] += r['bytes']
+    lines.append('\nby module type (MiB, share):')
+    for kind, b in by_type.most_common():
+        lines.append(f'  {kind:<28}{b / 2**20:>9.1f}{b / total:>8.1%}')
+    lines.append('\nby module type / saving node (MiB):')
+    for kind, b in by_op.most_common(top):
+        lines.append(f'  {kind:<58}{b / 2**20:>9.1f}')
+    lines.append(f'\nlargest {top} tensors:')
+    for r in sorted(records, key=lambda r: -r['bytes'])[:top]:
+        lines.append(f'  {r["bytes"] / 2**20:>7.1f} MiB  {r["module"]:<40} '
+                     f'{r["grad_fn"]!s:<26} {list(r["shape"])}')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# Operator profile
+# --------------------------------------------------------------------------
+def allocator_peak(prof) -> tuple[float, float]:
+    """Peak and final live bytes (MiB) of the CPU allocator in a profile,
+    from the ``[memory]`` events in time order."""
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.device_type() == torch.autograd.DeviceType.CPU
+              and e.name() == '[memory]']
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20, live / 2**20
+
+
+def profile_ops(step: Step, x: torch.Tensor, top: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    step(x)  # warm-up and AdamW state
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                 record_shapes=True) as prof:
+        with options_context(step.options):
+            forward_backward(step.model, x)
+    step.optimizer.zero_grad(set_to_none=True)
+    peak, final = allocator_peak(prof)
+    table = prof.key_averages()
+    lines = [f'CPU allocator peak during forward+backward: {peak:.0f} MiB '
+             f'above the start ({final:.0f} MiB left: gradients)']
+    lines.append('\ntop operators by self CPU time:')
+    lines.append(table.table(sort_by='self_cpu_time_total', row_limit=top,
+                             max_name_column_width=48))
+    lines.append('\ntop operators by memory allocated (self):')
+    lines.append(table.table(sort_by='self_cpu_memory_usage', row_limit=top,
+                             max_name_column_width=48))
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# Peak memory, fresh process
+# --------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def peak_memory(step: Step, x: torch.Tensor) -> dict:
+    """Rise of peak RSS during one step (after one warm step), as
+    ``benchmark.py`` measures it, and the CPU allocator's peak."""
+    from torch.profiler import ProfilerActivity, profile
+    step(x)
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    before = _status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    step(x)
+    rss_peak = _status_kib('VmHWM')
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        step(x)
+    alloc_peak, _ = allocator_peak(p)
+    return dict(rss_rise_mib=(rss_peak - before) / 1024,
+                alloc_peak_mib=alloc_peak)
+
+
+def memory_child(spec: dict) -> dict:
+    torch.set_num_threads(spec['threads'])
+    step = Step(build(spec['model'], spec['with_cp']), spec['options'])
+    return peak_memory(step, images(spec['batch'], spec['size']))
+
+
+# --------------------------------------------------------------------------
+# Parts of FcaFormer one by one
+# --------------------------------------------------------------------------
+BLOCKS = ('patch_embed', 'layer_0.blocks.0', 'layer_0.downsample',
+          'layer_1.blocks.0', 'layer_1.downsample', 'layer_2.blocks.0',
+          'layer_2.blocks.6', 'layer_3.blocks.1')
+
+
+def block_inputs(model: nn.Module, x: torch.Tensor,
+                 names: Sequence[str]) -> dict[str, tuple]:
+    """The positional inputs of the named modules in one forward."""
+    inputs, handles = {}, []
+    for name in names:
+        module = model.get_submodule(name)
+
+        def hook(mod, args, name=name):
+            inputs.setdefault(name, tuple(
+                a.detach() if isinstance(a, torch.Tensor) else a
+                for a in args))
+
+        handles.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return inputs
+
+
+def _block_step(module: nn.Module, args: tuple, options: Sequence[str]):
+    args = tuple(a.clone().requires_grad_(True) if isinstance(
+        a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    with options_context(options):
+        out = module(*args)
+        outs = [o for o in (out if isinstance(out, tuple) else (out, ))
+                if o is not None]
+        sum(o.float().mean() for o in outs).backward()
+
+
+def _block_saved(module: nn.Module, args: tuple,
+                 options: Sequence[str]) -> int:
+    """Bytes autograd keeps for backward in the module's forward (saved
+    tensors, once per storage, parameters and inputs excluded)."""
+    args = tuple(a.clone().requires_grad_(True) if isinstance(
+        a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    skip = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    skip |= {a.untyped_storage().data_ptr() for a in args
+             if isinstance(a, torch.Tensor)}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with options_context(options):
+            module(*args)
+    return sum(seen.values())
+
+
+def profile_blocks(args: argparse.Namespace, x: torch.Tensor) -> str:
+    model = build('fcaformer')
+    inputs = block_inputs(model, x, BLOCKS)
+    variants = {'kernels': list(args.options),
+                'plain': list(args.options) + ['fast_training=false']}
+    times = {(b, v): [] for b in BLOCKS for v in variants}
+    for i in range(args.warmup + args.repeats):
+        for block in BLOCKS:
+            module = model.get_submodule(block)
+            for variant, opts in variants.items():
+                start = time.perf_counter()
+                _block_step(module, inputs[block], opts)
+                if i >= args.warmup:
+                    times[(block, variant)].append(time.perf_counter() -
+                                                   start)
+        model.zero_grad(set_to_none=True)
+    lines = [f'{"part":<22}{"kernels ms":>11}{"plain ms":>10}{"ratio":>7}'
+             f'{"kept MiB":>10}{"plain MiB":>10}']
+    for block in BLOCKS:
+        module = model.get_submodule(block)
+        fast = statistics.median(times[(block, 'kernels')])
+        plain = statistics.median(times[(block, 'plain')])
+        kept = [_block_saved(module, inputs[block], opts) / 2**20
+                for opts in variants.values()]
+        lines.append(f'{block:<22}{fast * 1e3:>11.0f}{plain * 1e3:>10.0f}'
+                     f'{fast / plain:>7.2f}{kept[0]:>10.1f}{kept[1]:>10.1f}')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# Gradients against plain training
+# --------------------------------------------------------------------------
+def step_results(spec: str, x: torch.Tensor, with_cp: bool,
+                 default: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Outputs, input gradient and parameter gradients of one forward and
+    backward (drop path drawn from the same seed), by name."""
+    name, opts = parse_spec(spec, default)
+    model = build(name, with_cp)
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    with options_context(opts):
+        outs = model(x)
+        sum(o.mean() for o in outs).backward()
+    results = {f'out{i}': o.detach() for i, o in enumerate(outs)}
+    results['input'] = x.grad
+    results.update({n: p.grad for n, p in model.named_parameters()})
+    return results
+
+
+def compare_grads(x: torch.Tensor, cps: Sequence[bool]) -> str:
+    plain = step_results('fcaformer@fast_training=false', x, False)
+    lines = []
+    for with_cp in cps:
+        fast = step_results('fcaformer', x, with_cp)
+        assert fast.keys() == plain.keys()
+        worst_abs = max(((fast[k] - plain[k]).abs().max().item(), k)
+                        for k in plain)
+        worst_rel = max((((fast[k] - plain[k]).abs().max() /
+                          plain[k].abs().max().clamp_min(1e-30)).item(), k)
+                        for k in plain)
+        rel_name = worst_rel[1]
+        lines.append(f'fcaformer with_cp={with_cp} against plain training: '
+                     f'max abs diff {worst_abs[0]:.3g} ({worst_abs[1]}, '
+                     f'largest value {plain[worst_abs[1]].abs().max():.3g})'
+                     f', max diff / largest value {worst_rel[0]:.3g} '
+                     f'({rel_name}, largest value '
+                     f'{plain[rel_name].abs().max():.3g}); '
+                     f'{len(plain)} tensors')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('command', choices=('saved', 'ops', 'memory', 'time',
+                                       'blocks', 'grads', 'child'))
+    p.add_argument('models', nargs='*', default=list(MODELS),
+                   help=f'{MODELS}, FcaFormer as fcaformer@key=value,... '
+                   'with execution options of its own')
+    p.add_argument('--size', type=int, nargs=2, default=[512, 512])
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--with-cp', choices=('no', 'yes', 'both'), default='no')
+    p.add_argument('--options', nargs='*', default=[],
+                   help='FcaFormer execution options, key=value')
+    p.add_argument('--repeats', type=int, default=7)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--top', type=int, default=25)
+    p.add_argument('--spec', default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.command == 'child':
+        print(json.dumps(memory_child(json.loads(args.spec))))
+        return 0
+    torch.set_num_threads(args.threads)
+    x = images(args.batch, args.size)
+    cps = dict(no=[False], yes=[True], both=[False, True])[args.with_cp]
+    print(f'# {args.command} {args.models} batch {args.batch} size '
+          f'{args.size} threads {args.threads} options {args.options} '
+          f'load {os.getloadavg()}', flush=True)
+    if args.command in ('saved', 'ops'):
+        for spec in args.models:
+            name, opts = parse_spec(spec, args.options)
+            for with_cp in cps:
+                model = build(name, with_cp)
+                print(f'\n## {spec} with_cp={with_cp}')
+                if args.command == 'saved':
+                    print(report_saved(
+                        saved_activations(model, x, opts), args.top))
+                else:
+                    print(profile_ops(Step(model, opts), x, args.top))
+    elif args.command == 'blocks':
+        print(profile_blocks(args, x))
+        print(f'# load after {os.getloadavg()}')
+    elif args.command == 'grads':
+        print(compare_grads(x, cps))
+    elif args.command == 'memory':
+        results = []
+        for with_cp in cps:
+            for label in args.models:
+                name, opts = parse_spec(label, args.options)
+                spec = dict(model=name, with_cp=with_cp, batch=args.batch,
+                            size=args.size, threads=args.threads,
+                            options=opts, label=label)
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), 'child',
+                     '--spec', json.dumps(spec)], capture_output=True,
+                    text=True, check=False)
+                lines = [ln for ln in proc.stdout.splitlines()
+                         if ln.startswith('{')]
+                if proc.returncode or not lines:
+                    print(proc.stderr[-3000:])
+                    return 1
+                row = dict(spec, **json.loads(lines[-1]))
+                results.append(row)
+                print(f'{label:<30} with_cp={with_cp!s:<6} rss rise '
+                      f'{row["rss_rise_mib"]:7.0f} MiB  allocator peak '
+                      f'{row["alloc_peak_mib"]:7.0f} MiB', flush=True)
+        for with_cp in cps:
+            rows = {r['label']: r for r in results if r['with_cp'] == with_cp}
+            ref = rows.get('convnext-t')
+            for label, a in rows.items():
+                if ref is None or label == 'convnext-t':
+                    continue
+                print(f'ratio {label}/convnext-t with_cp={with_cp}: rss '
+                      f'{a["rss_rise_mib"] / ref["rss_rise_mib"]:.3f}  '
+                      f'allocator '
+                      f'{a["alloc_peak_mib"] / ref["alloc_peak_mib"]:.3f}')
+    elif args.command == 'time':
+        steps = {}
+        for label in args.models:
+            name, opts = parse_spec(label, args.options)
+            for with_cp in cps:
+                steps[(label, with_cp)] = Step(build(name, with_cp), opts)
+        times = {key: ([], []) for key in steps}
+        for i in range(args.warmup + args.repeats):
+            for key, step in steps.items():
+                fb, whole = step(x)
+                if i >= args.warmup:
+                    times[key][0].append(fb)
+                    times[key][1].append(whole)
+        med = {k: (statistics.median(v[0]), statistics.median(v[1]))
+               for k, v in times.items()}
+        for (label, with_cp), (fb, whole) in med.items():
+            ref = med.get(('convnext-t', with_cp))
+            ratio = '' if ref is None else (
+                f'  ratio fwd+bwd {fb / ref[0]:.3f}  step '
+                f'{whole / ref[1]:.3f}')
+            print(f'{label:<30} with_cp={with_cp!s:<6} fwd+bwd '
+                  f'{fb * 1e3:7.0f} ms  step {whole * 1e3:7.0f} ms{ratio}')
+        print(f'# load after {os.getloadavg()}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
