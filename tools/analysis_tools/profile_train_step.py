@@ -16,16 +16,6 @@ Subcommands:
     ``torch.profiler`` (``profile_memory=True``, ``record_shapes=True``) of
     one forward and backward: top operators by self CPU time and by the
     memory they allocate, and the peak of live CPU-allocator bytes.
-``memory``
-    Peak memory of one training step in a fresh process per model, as
-    ``benchmark.py --metrics memory`` measures it: the rise of the peak
-    resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``)
-    over the resident set before the step, after one untimed step (AdamW
-    state exists); also the peak of live CPU-allocator bytes of the step.
-``time``
-    Step time of the models in one process, interleaved: every repetition
-    runs each model once (round robin) so that a change of machine load
-    hits all alike; medians of forward+backward and of the whole step.
 ``blocks``
     FcaFormer's parts one by one (the stem, a ConvNeXt block, a
     ``downsample``, FCA blocks of stages 2 and 3, on the inputs they get in
@@ -37,33 +27,37 @@ Subcommands:
     default path, with and without ``with_cp``, against plain training
     (``fast_training=False``): largest absolute and relative differences.
 
-Models: ``fcaformer`` (this package's L2 dense backbone, drop path 0.1,
-layer scale 1.0, as in ``configs/upernet_fcaformer_l2_ade20k.py``) and
-``convnext-t`` (mmpretrain's ConvNeXt-T, drop path 0.4, layer scale 1.0, as
-in mmseg's ConvNeXt-T UperNet config). ``--options`` sets FcaFormer's
+Peak step memory and step time are measured by ``benchmark.py`` (``--metrics
+train memory``; ``fcaformer-plain`` is FcaFormer without its training
+kernels), which builds the same backbones.
+
+Models: ``fcaformer`` (this package's L2 dense backbone, outputs of widths
+96, 192, 384, 768, drop path 0.1, layer scale 1.0, as in
+``configs/upernet_fcaformer_l2_ade20k.py``) and ``convnext-t`` (mmpretrain's
+ConvNeXt-T, drop path 0.4, layer scale 1.0, as in mmseg's ConvNeXt-T
+UperNet config), built as ``benchmark.py`` builds them
+(``UPERNET_BACKBONE``). ``--options`` sets FcaFormer's
 :class:`~fcaformer_mm.models.utils.ExecutionOptions` (``key=value``); a
 model given as ``fcaformer@key=value,...`` has its own (e.g.
 ``fcaformer@fast_training=false``: the plain training path, beside the
 default one in the same run).
 
 Examples:
-    python tools/analysis_tools/profile_train_step.py saved fcaformer
-    python tools/analysis_tools/profile_train_step.py memory \\
-        fcaformer convnext-t --with-cp both
-    python tools/analysis_tools/profile_train_step.py time \\
-        fcaformer convnext-t --repeats 9
+    python tools/analysis_tools/profile_train_step.py saved \\
+        fcaformer@fast_training=false fcaformer convnext-t
+    python tools/analysis_tools/profile_train_step.py ops fcaformer
+    python tools/analysis_tools/profile_train_step.py grads --with-cp both
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import contextlib
-import ctypes
-import gc
+import functools
+import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -75,41 +69,26 @@ from torch import nn
 MODELS = ('fcaformer', 'convnext-t')
 
 
+@functools.cache
+def benchmark_tool():
+    """``benchmark.py`` beside this file, as a module."""
+    path = Path(__file__).resolve().with_name('benchmark.py')
+    spec = importlib.util.spec_from_file_location('fca_benchmark', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(name: str, with_cp: bool = False) -> nn.Module:
-    """The backbone ``name`` with the UperNet configs' drop path and layer
-    scale, official initialisation, training mode."""
-    torch.manual_seed(0)
-    if name == 'fcaformer':
-        from fcaformer_mm.models.backbones.fcaformer import FcaFormer
-        model = FcaFormer(
-            arch='l2', out_indices=(0, 1, 2, 3), drop_path_rate=0.1,
-            layer_scale_init_value=1.0, with_cp=with_cp)
-    elif name == 'convnext-t':
-        from mmpretrain.models import ConvNeXt
-        model = ConvNeXt(
-            arch='tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.4,
-            layer_scale_init_value=1.0, gap_before_final_norm=False,
-            with_cp=with_cp)
-    else:
+    """The backbone ``name`` as ``benchmark.py`` builds it (the UperNet
+    configs' drop path and layer scale, official initialisation), in
+    training mode."""
+    if name not in MODELS:
         raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
-    with _quiet():
-        model.init_weights()
+    torch.manual_seed(0)
+    model = benchmark_tool().build_backbone(name, with_cp)
     model.train()  # mmpretrain's ConvNeXt.train() returns None
     return model
-
-
-@contextlib.contextmanager
-def _quiet():
-    import logging
-
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def options_context(pairs: Sequence[str]):
@@ -308,43 +287,6 @@ def profile_ops(step: Step, x: torch.Tensor, top: int) -> str:
 
 
 # --------------------------------------------------------------------------
-# Peak memory, fresh process
-# --------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def peak_memory(step: Step, x: torch.Tensor) -> dict:
-    """Rise of peak RSS during one step (after one warm step), as
-    ``benchmark.py`` measures it, and the CPU allocator's peak."""
-    from torch.profiler import ProfilerActivity, profile
-    step(x)
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    before = _status_kib('VmRSS')
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    step(x)
-    rss_peak = _status_kib('VmHWM')
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        step(x)
-    alloc_peak, _ = allocator_peak(p)
-    return dict(rss_rise_mib=(rss_peak - before) / 1024,
-                alloc_peak_mib=alloc_peak)
-
-
-def memory_child(spec: dict) -> dict:
-    torch.set_num_threads(spec['threads'])
-    step = Step(build(spec['model'], spec['with_cp']), spec['options'])
-    return peak_memory(step, images(spec['batch'], spec['size']))
-
-
-# --------------------------------------------------------------------------
 # Parts of FcaFormer one by one
 # --------------------------------------------------------------------------
 BLOCKS = ('patch_embed', 'layer_0.blocks.0', 'layer_0.downsample',
@@ -481,8 +423,7 @@ def compare_grads(x: torch.Tensor, cps: Sequence[bool]) -> str:
 # --------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('command', choices=('saved', 'ops', 'memory', 'time',
-                                       'blocks', 'grads', 'child'))
+    p.add_argument('command', choices=('saved', 'ops', 'blocks', 'grads'))
     p.add_argument('models', nargs='*', default=list(MODELS),
                    help=f'{MODELS}, FcaFormer as fcaformer@key=value,... '
                    'with execution options of its own')
@@ -495,15 +436,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--top', type=int, default=25)
-    p.add_argument('--spec', default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.command == 'child':
-        print(json.dumps(memory_child(json.loads(args.spec))))
-        return 0
     torch.set_num_threads(args.threads)
     x = images(args.batch, args.size)
     cps = dict(no=[False], yes=[True], both=[False, True])[args.with_cp]
@@ -526,61 +463,6 @@ def main(argv=None) -> int:
         print(f'# load after {os.getloadavg()}')
     elif args.command == 'grads':
         print(compare_grads(x, cps))
-    elif args.command == 'memory':
-        results = []
-        for with_cp in cps:
-            for label in args.models:
-                name, opts = parse_spec(label, args.options)
-                spec = dict(model=name, with_cp=with_cp, batch=args.batch,
-                            size=args.size, threads=args.threads,
-                            options=opts, label=label)
-                proc = subprocess.run(
-                    [sys.executable, str(Path(__file__).resolve()), 'child',
-                     '--spec', json.dumps(spec)], capture_output=True,
-                    text=True, check=False)
-                lines = [ln for ln in proc.stdout.splitlines()
-                         if ln.startswith('{')]
-                if proc.returncode or not lines:
-                    print(proc.stderr[-3000:])
-                    return 1
-                row = dict(spec, **json.loads(lines[-1]))
-                results.append(row)
-                print(f'{label:<30} with_cp={with_cp!s:<6} rss rise '
-                      f'{row["rss_rise_mib"]:7.0f} MiB  allocator peak '
-                      f'{row["alloc_peak_mib"]:7.0f} MiB', flush=True)
-        for with_cp in cps:
-            rows = {r['label']: r for r in results if r['with_cp'] == with_cp}
-            ref = rows.get('convnext-t')
-            for label, a in rows.items():
-                if ref is None or label == 'convnext-t':
-                    continue
-                print(f'ratio {label}/convnext-t with_cp={with_cp}: rss '
-                      f'{a["rss_rise_mib"] / ref["rss_rise_mib"]:.3f}  '
-                      f'allocator '
-                      f'{a["alloc_peak_mib"] / ref["alloc_peak_mib"]:.3f}')
-    elif args.command == 'time':
-        steps = {}
-        for label in args.models:
-            name, opts = parse_spec(label, args.options)
-            for with_cp in cps:
-                steps[(label, with_cp)] = Step(build(name, with_cp), opts)
-        times = {key: ([], []) for key in steps}
-        for i in range(args.warmup + args.repeats):
-            for key, step in steps.items():
-                fb, whole = step(x)
-                if i >= args.warmup:
-                    times[key][0].append(fb)
-                    times[key][1].append(whole)
-        med = {k: (statistics.median(v[0]), statistics.median(v[1]))
-               for k, v in times.items()}
-        for (label, with_cp), (fb, whole) in med.items():
-            ref = med.get(('convnext-t', with_cp))
-            ratio = '' if ref is None else (
-                f'  ratio fwd+bwd {fb / ref[0]:.3f}  step '
-                f'{whole / ref[1]:.3f}')
-            print(f'{label:<30} with_cp={with_cp!s:<6} fwd+bwd '
-                  f'{fb * 1e3:7.0f} ms  step {whole * 1e3:7.0f} ms{ratio}')
-        print(f'# load after {os.getloadavg()}')
     return 0
 
 
