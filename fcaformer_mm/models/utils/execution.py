@@ -56,6 +56,9 @@ class ExecutionOptions:
             blocks with explicit ``pad``/``reshape`` (what tracing for ONNX
             export always does) instead of one ``index_select``. Defaults to
             False.
+        attention_chunk_bytes (int): In the training kernels' attention
+            backward, bytes of attention probabilities recomputed at once
+            (at least one window at a time). Defaults to 16 MiB.
     """
 
     fast_inference: bool = True
@@ -64,11 +67,16 @@ class ExecutionOptions:
     mlp_chunk: int = 2048
     fused_attention: bool = True
     explicit_windows: bool = False
+    attention_chunk_bytes: int = 16 * 2**20
 
     def __post_init__(self) -> None:
         if not isinstance(self.mlp_chunk, int) or self.mlp_chunk < 0:
             raise ValueError('mlp_chunk must be a non-negative int, got '
                              f'{self.mlp_chunk!r}.')
+        if not isinstance(self.attention_chunk_bytes,
+                          int) or self.attention_chunk_bytes < 1:
+            raise ValueError('attention_chunk_bytes must be a positive int, '
+                             f'got {self.attention_chunk_bytes!r}.')
 
 
 _OPTIONS: ContextVar[ExecutionOptions] = ContextVar(

@@ -38,11 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu_kernels import autocast_on
-from .execution import fast_training
+from .execution import current_options, fast_training
 from .windows import split_heads
-
-#: Bytes of attention probabilities recomputed at once in the backward pass.
-ATTENTION_CHUNK_BYTES = 16 * 2**20
 
 
 def fits(x: torch.Tensor) -> bool:
@@ -421,8 +418,7 @@ class _WindowAttention(torch.autograd.Function):
 
 def window_attention(qkv: torch.Tensor, kv: torch.Tensor | None,
                      mask: torch.Tensor, heads: int, scale: float,
-                     chunk_bytes: int = ATTENTION_CHUNK_BYTES
-                     ) -> torch.Tensor:
+                     chunk_bytes: int | None = None) -> torch.Tensor:
     """Attention of the windows' tokens (and cross tokens) on the CPU.
 
     Args:
@@ -432,13 +428,16 @@ def window_attention(qkv: torch.Tensor, kv: torch.Tensor | None,
         mask (torch.Tensor): ``(1, heads, T, T + n)`` additive mask.
         heads (int): Attention heads.
         scale (float): Factor of the logits.
-        chunk_bytes (int): Bytes of probabilities recomputed at once in the
-            backward pass (at least one window at a time). Defaults to
-            :data:`ATTENTION_CHUNK_BYTES`.
+        chunk_bytes (int, optional): Bytes of probabilities recomputed at
+            once in the backward pass (at least one window at a time).
+            Defaults to None: the ``attention_chunk_bytes`` execution option
+            of the calling context.
 
     Returns:
         torch.Tensor: ``(nW, heads, T, C // heads)``.
     """
+    if chunk_bytes is None:
+        chunk_bytes = current_options().attention_chunk_bytes
     return _WindowAttention.apply(qkv.contiguous(),
                                   None if kv is None else kv.contiguous(),
                                   mask, heads, scale, chunk_bytes)
@@ -451,7 +450,7 @@ def window_attention_fits(qkv: torch.Tensor) -> bool:
 
 
 __all__ = [
-    'ATTENTION_CHUNK_BYTES', 'applies', 'bn_gelu_conv', 'bn_gelu_conv_fits',
+    'applies', 'bn_gelu_conv', 'bn_gelu_conv_fits',
     'conv_bn_gelu_chain', 'fits', 'gather_rows', 'norms_linear', 'norms_mlp',
     'scaled_linear', 'window_attention', 'window_attention_fits',
     'windows_and_qkv'

@@ -150,6 +150,16 @@ def test_kernels_with_other_options(options, plain_node):
                      training_step(dict(options, fast_training=False)))
 
 
+def test_attention_chunk_option():
+    """The attention backward one window at a time (the execution option
+    of the step's context) gives the same step; bad values are refused."""
+    assert_same_step(training_step(dict(attention_chunk_bytes=1)),
+                     training_step(dict(fast_training=False)))
+    with pytest.raises(ValueError, match='attention_chunk_bytes'):
+        with execution_options(attention_chunk_bytes=0):
+            pass
+
+
 def test_kernels_with_cp_match_plain_training():
     plain = training_step(dict(fast_training=False))
     with_cp = training_step({}, with_cp=True)
