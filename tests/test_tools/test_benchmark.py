@@ -121,18 +121,78 @@ def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
 
 
 def test_memory_with_and_without_checkpointing(bench, tmp_path):
-    report = run_tool(bench, tmp_path, '--models', 'fcaformer', '--metrics',
+    report = run_tool(bench, tmp_path, '--models', 'fcaformer',
+                      'fcaformer-plain', 'convnext-t', '--metrics',
                       'memory', '--size', '64', '64', '--train-batch', '1',
                       '--precisions', 'fp32')
     assert report['times'] == {}
     rows = report['memory']
+    # fcaformer-plain with with_cp recomputes its blocks in the backward
+    # pass under its own options: no kernel mismatches the recomputation.
     assert [(r['model'], r['with_cp']) for r in rows] == [
-        ('fcaformer', False), ('fcaformer', True)]
+        (m, cp) for m in ('fcaformer', 'fcaformer-plain', 'convnext-t')
+        for cp in (False, True)]
+    ref = {r['with_cp']: r['peak_mib'] for r in rows
+           if r['model'] == 'convnext-t'}
     for row in rows:
         assert 'error' not in row, row.get('error')
         assert row['source'] == 'backbone' and row['batch'] == 1
         assert row['method'] == 'cpu_vmhwm'
         assert row['peak_total_mib'] > 0
+        assert row['ratio_to_convnext-t'] == pytest.approx(
+            row['peak_mib'] / ref[row['with_cp']])
+    assert 'x convnext-t' in bench.format_table(report)
+
+
+def test_backbones_train_as_their_upernet_configs(bench):
+    """Drop path and layer scale of the UperNet configs, which only the
+    training metrics see."""
+    from mmengine.config import Config
+
+    fca = Config.fromfile(str(CONFIG)).model.backbone
+    fcaformer = bench.build_backbone('fcaformer')
+    last = fcaformer.layer_3.blocks[-1]
+    assert last.drop_path.drop_prob == pytest.approx(fca.drop_path_rate)
+    assert torch.all(last.gamma_1 == fca.layer_scale_init_value)
+    assert torch.all(fcaformer.layer_0.blocks[0].gamma ==
+                     fca.layer_scale_init_value)
+
+    import mmseg
+    mmseg_configs = Path(mmseg.__file__).parent / '.mim' / 'configs'
+    for name, rel in (
+        ('convnext-t',
+         'convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'),
+        ('swin-t', 'swin/swin-tiny-patch4-window7-in1k-pre_upernet_'
+         '8xb2-160k_ade20k-512x512.py')):
+        cfg = Config.fromfile(str(mmseg_configs / rel)).model.backbone
+        assert bench.UPERNET_BACKBONE[name]['drop_path_rate'] == \
+            cfg.drop_path_rate
+        if name == 'convnext-t':
+            convnext = bench.build_backbone(name)
+            block = convnext.stages[-1][-1]
+            assert block.drop_path.drop_prob == pytest.approx(
+                cfg.drop_path_rate)
+            assert torch.all(block.gamma == cfg.layer_scale_init_value)
+
+
+def test_plain_training_variant(bench, tmp_path):
+    """fcaformer-plain trains without the kernels and is not timed in
+    inference."""
+    from fcaformer_mm.models.utils.execution import current_options
+
+    report = run_tool(bench, tmp_path, '--models', 'fcaformer',
+                      'fcaformer-plain', '--metrics', 'latency', 'train',
+                      '--size', '64', '64', '--train-batch', '1',
+                      '--warmup', '0', '--repeats', '2', '--precisions',
+                      'fp32')
+    assert list(report['times']['latency/fp32']) == ['fcaformer']
+    assert list(report['times']['train/fp32']) == [
+        'fcaformer', 'fcaformer-plain']
+    args = bench.parse_args(['--models', 'fcaformer', 'fcaformer-plain'])
+    fast, plain = bench.make_subjects(args)
+    for subject, kernels in ((fast, True), (plain, False)):
+        with subject.options():
+            assert current_options().fast_training is kernels
 
 
 def test_whole_models_under_the_same_heads(bench, tmp_path):

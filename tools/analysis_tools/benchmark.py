@@ -19,11 +19,19 @@ compiled
     (compilation time is reported apart
     and not counted).
 memory
-    Peak memory of one training step, also with ``with_cp=True``. On CUDA
+    Peak memory of one training step (the ``train`` step above), also with
+    ``with_cp=True`` (on every model that has it), each in a fresh process
+    that builds the model and runs one untimed step first (so that AdamW's
+    state and the gradients' first allocation are not counted as the
+    step's). On the CPU: the rise of the peak resident set size during the
+    second step over the resident set just before it (``VmHWM``, reset
+    through ``/proc/self/clear_refs``, after freed heap is given back with
+    ``malloc_trim``; :mod:`fcaformer_mm.utils.rss`): activations kept for
+    the backward pass, gradients, workspace and the allocator's caches,
+    not the weights or AdamW's state. On CUDA:
     ``torch.cuda.max_memory_allocated`` above what is allocated before the
-    step; on the CPU the rise of the peak resident set size during the step
-    (``VmHWM``, reset through ``/proc/self/clear_refs``), measured in a
-    fresh process per model.
+    step. The table gives the ratio to ``--reference`` (same ``with_cp``
+    and precision).
 
 Every timing is done in fp32 and in mixed precision (``--precisions``:
 ``bf16`` is autocast on CPU or GPU, ``fp16`` autocast with a gradient
@@ -51,8 +59,21 @@ Models (``--models``):
     ``fcaformer_mm.utils.official.load_official_dense`` with stand-ins for
     the mmcv 1.x, mmseg 0.x and timm helpers it imports); left out without
     that option.
+``fcaformer-plain``
+    ``fcaformer`` trained without its training kernels
+    (``execution_options(fast_training=False)``: every layer as its module,
+    as autograd keeps it): the figures before the kernels. Training metrics
+    (``train``, ``memory``) only; not in the default set.
 ``convnext-t``, ``swin-t``
     mmpretrain's ConvNeXt-T and Swin-T, all four stages out.
+
+The backbones get the drop path and layer scale of their UperNet ADE20K
+configs (:data:`UPERNET_BACKBONE`: FcaFormer 0.1 and 1.0 as in
+``configs/upernet_fcaformer_l2_ade20k.py``, ConvNeXt-T 0.4 and 1.0, Swin-T
+0.3, as in mmseg's configs); both act in training only, so the training
+metrics measure the backbones as UperNet trains them, and the inference
+metrics are unchanged. Whole models (``--configs``) take the drop path of
+the config.
 
 ``--arch`` (``l1``..``l4``, default ``l2``) sets the FcaFormer arch of
 ``fcaformer``, ``fcaformer-deploy`` and ``fcaformer-blas`` (outputs of
@@ -124,7 +145,19 @@ from fcaformer_mm.utils.official import load_official_dense
 from fcaformer_mm.utils.rss import peak_rss_rise
 
 MODEL_NAMES = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
-               'swin-t', 'fcaformer-blas')
+               'swin-t', 'fcaformer-blas', 'fcaformer-plain')
+#: Models measured in training only (``train``, ``memory``).
+TRAINING_ONLY = ('fcaformer-plain', )
+#: Drop path and layer scale of the backbones in the UperNet ADE20K configs
+#: (``configs/upernet_fcaformer_l2_ade20k.py``; mmseg's
+#: ``convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py`` and
+#: ``swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py``).
+UPERNET_BACKBONE = {
+    'fcaformer': dict(drop_path_rate=0.1, layer_scale_init_value=1.0),
+    'convnext-t': dict(drop_path_rate=0.4, layer_scale_init_value=1.0),
+    'swin-t': dict(drop_path_rate=0.3),
+    'official': dict(drop_path_rate=0.1),
+}
 #: Measured unless ``--models`` says otherwise (``official`` only with
 #: ``--official-path``).
 DEFAULT_MODELS = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
@@ -171,15 +204,25 @@ class OfficialBackbone(nn.Module):
 # Models
 # --------------------------------------------------------------------------
 def backbone_cfg(name: str, with_cp: bool = False,
-                 drop_path_rate: float = 0., arch: str = 'l2') -> dict:
-    """Config of a backbone, usable in any OpenMMLab scope."""
-    if name in ('fcaformer', 'fcaformer-deploy', 'fcaformer-blas'):
+                 drop_path_rate: float | None = None,
+                 arch: str = 'l2') -> dict:
+    """Config of a backbone, usable in any OpenMMLab scope, with the drop
+    path (unless ``drop_path_rate`` is given) and layer scale of its
+    UperNet config (:data:`UPERNET_BACKBONE`)."""
+    family = 'fcaformer' if name.startswith('fcaformer') else name
+    recipe = dict(UPERNET_BACKBONE.get(family, {}))
+    if drop_path_rate is None:
+        drop_path_rate = recipe.get('drop_path_rate', 0.)
+    layer_scale = recipe.get('layer_scale_init_value')
+    if name in ('fcaformer', 'fcaformer-deploy', 'fcaformer-blas',
+                'fcaformer-plain'):
         return dict(
             type='fcaformer_mm.FcaFormer',
             arch=arch,
             out_indices=(0, 1, 2, 3),
             out_channels=(96, 192, 384, 768),
             drop_path_rate=drop_path_rate,
+            layer_scale_init_value=layer_scale,
             with_cp=with_cp)
     if name == 'official':
         return dict(
@@ -192,6 +235,7 @@ def backbone_cfg(name: str, with_cp: bool = False,
             arch='tiny',
             out_indices=(0, 1, 2, 3),
             drop_path_rate=drop_path_rate,
+            layer_scale_init_value=layer_scale,
             gap_before_final_norm=False,
             with_cp=with_cp)
     if name == 'swin-t':
@@ -273,13 +317,23 @@ class Subject:
         return self.name not in ('fcaformer-deploy', 'fcaformer-blas') and (
             self.scope in (None, 'mmseg'))
 
+    def options(self) -> contextlib.AbstractContextManager:
+        """FcaFormer's execution options of this subject, for the whole
+        call (a training step's backward too: ``with_cp`` recomputes the
+        forward in it)."""
+        changes = dict(
+            fcaformer_blas=dict(onednn_linear=False),
+            fcaformer_plain=dict(fast_training=False)).get(
+                self.name.replace('-', '_'))
+        if changes is None:
+            return contextlib.nullcontext()
+        from fcaformer_mm.models.utils import execution_options
+        return execution_options(**changes)
+
     def infer(self, x: torch.Tensor, compiled: bool = False):
         model = self.compiled if compiled else self.model
-        if self.name == 'fcaformer-blas':
-            from fcaformer_mm.models.utils import execution_options
-            with execution_options(onednn_linear=False):
-                return tensor_forward(self.scope)(model, x)
-        return tensor_forward(self.scope)(model, x)
+        with self.options():
+            return tensor_forward(self.scope)(model, x)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         if self.scope is None:
@@ -356,14 +410,17 @@ def _train_step(subject: Subject, x: torch.Tensor, device: str,
             [p for p in model.parameters() if p.requires_grad], lr=1e-6)
         if precision == 'fp16':
             subject.scaler = torch.amp.GradScaler(device)
-    with autocast(device, precision):
-        loss = subject.loss(x)
+    with subject.options():
+        with autocast(device, precision):
+            loss = subject.loss(x)
+        if subject.scaler is not None:
+            subject.scaler.scale(loss).backward()
+        else:
+            loss.backward()
     if subject.scaler is not None:
-        subject.scaler.scale(loss).backward()
         subject.scaler.step(subject.optimizer)
         subject.scaler.update()
     else:
-        loss.backward()
         subject.optimizer.step()
     subject.optimizer.zero_grad(set_to_none=True)
 
@@ -408,7 +465,7 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
 
         grad = contextlib.nullcontext()
     else:
-        chosen = list(subjects)
+        chosen = [s for s in subjects if s.name not in TRAINING_ONLY]
         batch = args.batch if metric == 'throughput' else 1
         x = _images(batch, args.size, device)
         for s in chosen:
@@ -552,7 +609,21 @@ def measure_memory(args: argparse.Namespace) -> list[dict]:
                     row.update(_memory_of(args, name, config, with_cp,
                                           precision))
                     rows.append(row)
+    add_memory_ratios(rows, args.reference)
     return rows
+
+
+def add_memory_ratios(rows: list[dict], reference: str) -> None:
+    """``ratio_to_<reference>``: peak step memory over the reference's,
+    of the same source, ``with_cp`` and precision."""
+    def key(row):
+        return row['source'], row['with_cp'], row['precision']
+
+    refs = {key(r): r for r in rows if r['model'] == reference}
+    for row in rows:
+        ref = refs.get(key(row))
+        if ref is not None and ref.get('peak_mib') and 'peak_mib' in row:
+            row[f'ratio_to_{reference}'] = row['peak_mib'] / ref['peak_mib']
 
 
 def _memory_of(args, name, config, with_cp, precision) -> dict:
@@ -699,10 +770,14 @@ def format_table(report: dict) -> str:
                 row += f'  (compile {e["compile_s"]:.0f} s)'
             lines.append(row)
     if report.get('memory'):
-        lines.append('\npeak training-step memory (MiB above the model)')
+        lines.append('\npeak training-step memory (MiB above the model and '
+                     f'its AdamW state; x {ref}: same with_cp)')
         for m in report['memory']:
             value = (f'{m["peak_mib"]:.0f}'
                      if 'peak_mib' in m else 'error: ' + m['error'][-80:])
+            ratio = m.get(f'ratio_to_{ref}')
+            if ratio is not None:
+                value += f'  x {ref} {ratio:.2f}'
             lines.append(f'{m["source"]}/{m["model"]:<30} with_cp='
                          f'{m["with_cp"]!s:<6}{m["precision"]:<6}'
                          f'batch {m["batch"]}  {value}')

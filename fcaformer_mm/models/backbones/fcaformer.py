@@ -1,9 +1,9 @@
 """FcaFormer backbone: the architecture, with the official module and
 parameter names, so that official checkpoints load without conversion.
 
-Layers, window helpers, the eager CPU kernels and the choice of code path
-(:mod:`..utils.execution`), checkpoint loading and the layer-decay rules
-live in :mod:`fcaformer_mm.models.utils`.
+Layers, window helpers, the eager CPU inference and training kernels, the
+choice of code path (:mod:`..utils.execution`), checkpoint loading and the
+layer-decay rules live in :mod:`fcaformer_mm.models.utils`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from fcaformer_mm.registry import MODELS
 
-from ..utils import arguments, windows
+from ..utils import arguments, train_kernels, windows
 from ..utils.checkpoint import load_pretrained, split_init_cfg
 from ..utils.cpu_kernels import conv_bn, linear, linear_layer, mlp_rows
 from ..utils.execution import current_options, fast_inference, is_exporting
@@ -31,9 +31,12 @@ from ..utils.layers import (
     ConvBN,
     DropPath,
     LayerNorm2d,
+    attention,
     checkpointed_call,
     drop_path_per_window,
     fold_layer_scale,
+    official_init,
+    scaled,
 )
 
 __all__ = ['FcaFormer']
@@ -52,6 +55,9 @@ class Stem(BaseModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_inference(self):
             return conv_bn(self.seq[2], conv_bn(self.seq[0], x, gelu=True))
+        if train_kernels.applies(self, x):
+            return train_kernels.conv_bn_gelu_chain(
+                x, (self.seq[0], self.seq[2]))
         return self.seq(x)
 
 
@@ -72,9 +78,10 @@ class Downsample(BaseModule):
             x = conv_bn(self.conv1, x, gelu=True)
             x = conv_bn(self.conv2, x, gelu=True)
             return conv_bn(self.conv3, x)
-        x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x))
-        return self.conv3(x)
+        if train_kernels.applies(self, x):
+            return train_kernels.conv_bn_gelu_chain(
+                x, (self.conv1, self.conv2, self.conv3))
+        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 
 class ConvNeXtBlock(BaseModule):
@@ -103,13 +110,15 @@ class ConvNeXtBlock(BaseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        x = self.dwconv(x).permute(0, 2, 3, 1)
         if fast_inference(self):
-            x = mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma)
+            x = mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma, self.norm)
+        elif train_kernels.applies(self, x):
+            x = train_kernels.norms_mlp(x, (self.norm, ), self.pwconv1,
+                                        self.pwconv2, self.gamma)
         else:
-            x = self.pwconv2(self.act(self.pwconv1(x)))
-            if self.gamma is not None:
-                x = self.gamma * x
+            x = scaled(self.gamma,
+                       self.pwconv2(self.act(self.pwconv1(self.norm(x)))))
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
     def switch_to_deploy(self) -> None:
@@ -209,13 +218,11 @@ class FcaBlock(BaseModule):
         return mask.unsqueeze(0).to(dtype or self.attention_biases.dtype)
 
     def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
-                   num_windows: int, fast: bool) -> torch.Tensor:
-        """Attention of window tokens, given their ``qkv`` projection."""
-        dim = self.dim
-        heads, head_dim = self.num_heads, dim // self.num_heads
-        tokens = self.window_size**2
-        q, k, v = qkv.reshape(num_windows, tokens, 3, heads,
-                              head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+                   num_windows: int, fast: bool, train: bool) -> torch.Tensor:
+        """Attention of window tokens, given their ``qkv`` projection
+        (before ``proj``)."""
+        dim, heads = self.dim, self.num_heads
+        kv = None
         if self.num_cross > 0:
             if cross is None or cross.shape[1] != self.num_cross:
                 got = None if cross is None else tuple(cross.shape)
@@ -226,20 +233,16 @@ class FcaBlock(BaseModule):
             # of the shared ``qkv`` projection is not computed for them.
             kv = (linear if fast else F.linear)(cross, self.qkv.weight[dim:],
                                                 self.qkv.bias[dim:])
-            k_s, v_s = kv.reshape(num_windows, self.num_cross, 2, heads,
-                                  head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            # One softmax spans the window's keys and the cross keys.
-            k = torch.cat((k, k_s), dim=2)
-            v = torch.cat((v, v_s), dim=2)
-        mask = self.attention_mask(q.dtype)
-        if current_options().fused_attention:
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=self.scale)
+        # One softmax spans the window's keys and the cross keys.
+        mask = self.attention_mask(qkv.dtype)
+        fused = current_options().fused_attention
+        if train and fused and train_kernels.window_attention_fits(qkv):
+            x = train_kernels.window_attention(qkv, kv, mask, heads,
+                                               self.scale)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + mask
-            x = attn.softmax(dim=-1) @ v
-        x = x.transpose(1, 2).reshape(num_windows, tokens, dim)
-        return linear_layer(self.proj, x, fast)
+            x = attention(*windows.split_heads(qkv, kv, heads), mask,
+                          self.scale, fused)
+        return x.transpose(1, 2).reshape(num_windows, -1, dim)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor | None = None,
                 pad_top_left: bool = True
@@ -265,6 +268,7 @@ class FcaBlock(BaseModule):
         num_windows = batch * rows * cols
         explicit = is_exporting() or current_options().explicit_windows
         fast = fast_inference(self)
+        train = train_kernels.applies(self, x)
         if explicit:
             # A traced graph must pad whatever the example size: explicit
             # pad and partition, with sizes the tracer records.
@@ -279,15 +283,20 @@ class FcaBlock(BaseModule):
                 batch, height, width, ws, top, left, x.device)
             flat = x.reshape(-1, dim)
             zero = flat.new_zeros(1, dim)
-            shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
+            if train:
+                shortcut, qkv = train_kernels.windows_and_qkv(
+                    flat, self.norm1, self.qkv, to_windows, to_map)
+            else:
+                shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
+                qkv = linear_layer(
+                    self.qkv, torch.cat((self.norm1(flat), self.norm1(zero))),
+                    fast).index_select(0, to_windows)
             shortcut = shortcut.view(num_windows, ws * ws, dim)
-            rows_in = torch.cat((self.norm1(flat), self.norm1(zero)))
-            qkv = linear_layer(self.qkv, rows_in, fast)
-            qkv = qkv.index_select(0, to_windows).view(
-                num_windows, ws * ws, 3 * dim)
-        attn = self._attention(qkv, cross, num_windows, fast)
-        if self.gamma_1 is not None:
-            attn = self.gamma_1 * attn
+            qkv = qkv.view(num_windows, ws * ws, 3 * dim)
+        attn = self._attention(qkv, cross, num_windows, fast, train)
+        attn = train_kernels.scaled_linear(attn, self.proj, self.gamma_1) \
+            if train else scaled(self.gamma_1,
+                                 linear_layer(self.proj, attn, fast))
         x = shortcut + self.drop_path(attn)
 
         # (nW, ws*ws, C) -> (nW, C, ws, ws): a view in channels-last layout.
@@ -302,16 +311,19 @@ class FcaBlock(BaseModule):
             x = windows.merge(x, batch, rows, cols,
                               ws)[:, top:top + height, left:left + width]
         else:
-            x = x.reshape(-1, dim).index_select(0, to_map).view(
-                batch, height, width, dim)
+            flat = x.reshape(-1, dim)
+            flat = train_kernels.gather_rows(flat, to_map, to_windows) \
+                if train else flat.index_select(0, to_map)
+            x = flat.view(batch, height, width, dim)
 
         if fast:
             return x + mlp_rows(
                 self.norm2(x), self.mlp.fc1, self.mlp.fc2, self.gamma_2,
                 self.mlp.norm), new_cross
-        mlp = self.mlp(self.norm2(x))
-        if self.gamma_2 is not None:
-            mlp = self.gamma_2 * mlp
+        mlp = train_kernels.norms_mlp(
+            x, (self.norm2, self.mlp.norm), self.mlp.fc1, self.mlp.fc2,
+            self.gamma_2) if train else scaled(self.gamma_2,
+                                               self.mlp(self.norm2(x)))
         return x + drop_path_per_window(mlp, self.drop_path.drop_prob,
                                         self.training, (rows, cols, ws),
                                         (top, left)), new_cross
@@ -396,19 +408,6 @@ class FcaStage(BaseModule):
 _DENSE_WIDTHS_L2 = (96, 192, 384, 768)
 
 
-def _official_init(module: nn.Module) -> None:
-    """The official initialisation of one module (``apply`` target)."""
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(module.weight, std=.02, a=-2., b=2.)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-        if module.weight is not None:
-            nn.init.ones_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 @MODELS.register_module()
 class FcaFormer(BaseModule):
     """FcaFormer backbone.
@@ -453,8 +452,8 @@ class FcaFormer(BaseModule):
             0..i with the ``downsample`` layers between. Defaults to -1.
         norm_eval (bool): Keep BatchNorm in eval mode while training.
             Defaults to False.
-        with_cp (bool): Checkpoint the activations of every block.
-            Defaults to False.
+        with_cp (bool): Checkpoint the activations of every block, of the
+            stem and of the ``downsample`` layers. Defaults to False.
         channels_last (bool): Run on channels-last maps (same numbers,
             faster). Defaults to True.
         init_cfg (dict | list[dict], optional): None gives the official
@@ -585,7 +584,7 @@ class FcaFormer(BaseModule):
                                self.patch_embed.seq[0].c.weight)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.patch_embed(x)
+        x = checkpointed_call(self.patch_embed, self.with_cp, x)
         outs = []
         last = self.out_indices[-1]
         for i in range(self.num_stages):
@@ -596,7 +595,7 @@ class FcaFormer(BaseModule):
                     self, f'head{i}')(x)))
             if i == last:  # later stages would give nothing that is returned
                 break
-            x = stage.downsample(x)
+            x = checkpointed_call(stage.downsample, self.with_cp, x)
         if self.out_type == 'avg_featmap':
             outs.append(self.norm_head(x.mean(dim=(2, 3))))
         return tuple(outs)
@@ -692,7 +691,7 @@ class FcaFormer(BaseModule):
         if pretrained is None and others:
             super().init_weights()
             return
-        self.apply(_official_init)
+        self.apply(official_init)
         if others:
             initialize(self, others)
         if pretrained is not None:

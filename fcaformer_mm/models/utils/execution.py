@@ -1,9 +1,11 @@
 """Which code path FcaFormer takes, chosen per thread and per context.
 
 FcaFormer has one reference computation, where every layer is called as its
-module (what training runs, and what module hooks such as MAC counters
-see), and eager inference paths that compute the same numbers faster on the
-CPU (see :mod:`fcaformer_mm.models.utils.cpu_kernels`). The choice is held
+module (what module hooks such as MAC counters see), eager inference paths
+that compute the same numbers faster on the CPU (see
+:mod:`fcaformer_mm.models.utils.cpu_kernels`), and training kernels that
+compute the same numbers and gradients keeping less memory for the backward
+pass (see :mod:`fcaformer_mm.models.utils.train_kernels`). The choice is held
 in a :class:`contextvars.ContextVar`, so it is local to a thread (and to an
 asyncio task): one thread can run the reference while another runs the fast
 paths. There is no module-level switch to assign.
@@ -34,8 +36,14 @@ class ExecutionOptions:
         fast_inference (bool): Take the eager inference paths (eval mode, no
             autograd, not compiled or traced): MLPs in row chunks, float32
             CPU linear layers through oneDNN, Conv-BN folded per forward
-            with GELU fused. False calls every layer as its module, as in
-            training. Defaults to True.
+            with GELU fused. False runs the reference computation, where
+            every layer is called as its module, in inference and in
+            training (the training kernels are off too). Defaults to True.
+        fast_training (bool): Take the training kernels (training mode,
+            autograd on, eager, float32 outside autocast): autograd
+            functions that keep less for the backward pass and recompute
+            cheap element-wise work (see :mod:`.train_kernels`). Defaults to
+            True.
         onednn_linear (bool): On the fast paths, run float32 CPU linear
             layers through oneDNN rather than ``F.linear``'s BLAS. Defaults
             to True.
@@ -48,18 +56,27 @@ class ExecutionOptions:
             blocks with explicit ``pad``/``reshape`` (what tracing for ONNX
             export always does) instead of one ``index_select``. Defaults to
             False.
+        attention_chunk_bytes (int): In the training kernels' attention
+            backward, bytes of attention probabilities recomputed at once
+            (at least one window at a time). Defaults to 16 MiB.
     """
 
     fast_inference: bool = True
+    fast_training: bool = True
     onednn_linear: bool = True
     mlp_chunk: int = 2048
     fused_attention: bool = True
     explicit_windows: bool = False
+    attention_chunk_bytes: int = 16 * 2**20
 
     def __post_init__(self) -> None:
         if not isinstance(self.mlp_chunk, int) or self.mlp_chunk < 0:
             raise ValueError('mlp_chunk must be a non-negative int, got '
                              f'{self.mlp_chunk!r}.')
+        if not isinstance(self.attention_chunk_bytes,
+                          int) or self.attention_chunk_bytes < 1:
+            raise ValueError('attention_chunk_bytes must be a positive int, '
+                             f'got {self.attention_chunk_bytes!r}.')
 
 
 _OPTIONS: ContextVar[ExecutionOptions] = ContextVar(
@@ -101,7 +118,8 @@ def execution_options(**changes) -> Iterator[ExecutionOptions]:
 
 def reference_path() -> contextlib.AbstractContextManager:
     """Run FcaFormer's reference computation: every layer called as its
-    module, as in training (``execution_options(fast_inference=False)``)."""
+    module, in inference and in training
+    (``execution_options(fast_inference=False)``)."""
     return execution_options(fast_inference=False)
 
 
@@ -126,3 +144,17 @@ def fast_inference(module: nn.Module) -> bool:
     """
     return (not is_tracing() and _OPTIONS.get().fast_inference
             and not module.training and not torch.is_grad_enabled())
+
+
+def fast_training(module: nn.Module) -> bool:
+    """Whether ``module`` may take the training kernels right now.
+
+    Only in training mode, with autograd, in eager mode, unless the
+    reference computation (``fast_inference=False``) or plain training
+    (``fast_training=False``) is asked for. The kernels check the tensors
+    themselves (:func:`.train_kernels.fits`).
+    """
+    if is_tracing() or not module.training or not torch.is_grad_enabled():
+        return False
+    options = _OPTIONS.get()
+    return options.fast_inference and options.fast_training

@@ -70,6 +70,38 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``gamma * x`` (a layer scale), or ``x`` when ``gamma`` is None."""
+    return x if gamma is None else gamma * x
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              mask: torch.Tensor, scale: float, fused: bool) -> torch.Tensor:
+    """``softmax(q k^T * scale + mask) v``, by
+    ``F.scaled_dot_product_attention`` if ``fused``, else by explicit
+    matrix products and softmax."""
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                              scale=scale)
+    attn = (q * scale) @ k.transpose(-2, -1) + mask
+    return attn.softmax(dim=-1) @ v
+
+
+def official_init(module: nn.Module) -> None:
+    """FcaFormer's official initialisation of one module (an ``apply``
+    target): truncated normal (std 0.02) convolution and linear weights,
+    zero biases; LayerNorm and BatchNorm weights 1, biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=.02, a=-2., b=2.)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def fold_conv_bn(
         conv: nn.Conv2d,
         bn: nn.modules.batchnorm._BatchNorm

@@ -46,6 +46,20 @@ def merge(x: torch.Tensor, batch: int, rows: int, cols: int,
         0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, channels)
 
 
+def split_heads(qkv: torch.Tensor, kv: torch.Tensor | None, heads: int):
+    """``(nW, T, 3C)`` and ``(nW, n, 2C)`` to queries, keys and values of
+    shape ``(nW, heads, tokens, head_dim)``, cross keys after window keys."""
+    num_windows, tokens, width = qkv.shape
+    head_dim = width // 3 // heads
+    q, k, v = qkv.reshape(num_windows, tokens, 3, heads,
+                          head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    if kv is not None:
+        k_s, v_s = kv.reshape(num_windows, -1, 2, heads,
+                              head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = torch.cat((k, k_s), dim=2), torch.cat((v, v_s), dim=2)
+    return q, k, v
+
+
 def _compute_window_indices(batch: int, height: int, width: int, ws: int,
                             top: int, left: int,
                             device: torch.device) -> tuple[torch.Tensor, ...]:
