@@ -105,11 +105,11 @@ class ConvNeXtBlock(BaseModule):
         shortcut = x
         x = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
         if fast_inference(self):
-            x = mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma)
-        else:
-            x = self.pwconv2(self.act(self.pwconv1(x)))
-            if self.gamma is not None:
-                x = self.gamma * x
+            return mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma, None,
+                            shortcut.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = self.pwconv2(self.act(self.pwconv1(x)))
+        if self.gamma is not None:
+            x = self.gamma * x
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
     def switch_to_deploy(self) -> None:
@@ -201,12 +201,9 @@ class FcaBlock(BaseModule):
         the relative position bias gathered from ``attention_biases``, then
         ``s_token_bias`` for the cross keys (in ``dtype``, by default that
         of ``attention_biases``)."""
-        tokens = self.window_size**2
-        mask = self.attention_biases[:, self.attention_bias_idxs]
-        if self.num_cross > 0:
-            mask = torch.cat(
-                (mask, self.s_token_bias[0].expand(-1, tokens, -1)), dim=-1)
-        return mask.unsqueeze(0).to(dtype or self.attention_biases.dtype)
+        return windows.attention_mask(
+            self.attention_biases, self.attention_bias_idxs,
+            self.s_token_bias if self.num_cross > 0 else None, dtype)
 
     def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
                    num_windows: int, fast: bool) -> torch.Tensor:
@@ -265,12 +262,13 @@ class FcaBlock(BaseModule):
         num_windows = batch * rows * cols
         explicit = is_exporting() or current_options().explicit_windows
         fast = fast_inference(self)
-        if explicit:
-            # A traced graph must pad whatever the example size: explicit
-            # pad and partition, with sizes the tracer records.
-            pads = (0, 0, left, pad_w - left, top, pad_h - top)
-            shortcut = windows.partition(F.pad(x, pads), rows, cols, ws)
-            qkv = self.qkv(self.norm1(shortcut))
+        padded = explicit or pad_h > 0 or pad_w > 0
+        if not padded or explicit:
+            # Traced graphs pad whatever the example size (sizes the tracer
+            # records); unpadded windows are a view (one per image) or copy.
+            pad = (top, pad_h - top, left, pad_w - left) if padded else None
+            shortcut = windows.partition(x, rows, cols, ws, pad)
+            qkv = linear_layer(self.qkv, self.norm1(shortcut), fast)
         else:
             # A zero-padded position has ``norm1(0) = norm1.bias`` and the
             # same ``qkv`` everywhere: project the real positions and one
@@ -286,9 +284,12 @@ class FcaBlock(BaseModule):
             qkv = qkv.index_select(0, to_windows).view(
                 num_windows, ws * ws, 3 * dim)
         attn = self._attention(qkv, cross, num_windows, fast)
-        if self.gamma_1 is not None:
-            attn = self.gamma_1 * attn
-        x = shortcut + self.drop_path(attn)
+        if fast and self.gamma_1 is not None:  # layer scale and residual
+            x = torch.addcmul(shortcut, attn, self.gamma_1)
+        else:
+            if self.gamma_1 is not None:
+                attn = self.gamma_1 * attn
+            x = shortcut + self.drop_path(attn)
 
         # (nW, ws*ws, C) -> (nW, C, ws, ws): a view in channels-last layout.
         x = x.reshape(num_windows, ws, ws, dim).permute(0, 3, 1, 2)
@@ -298,17 +299,16 @@ class FcaBlock(BaseModule):
         # The official block has no shortcut around ``local_conv``.
         x = conv_bn(self.local_conv, x) if fast else self.local_conv(x)
         x = x.permute(0, 2, 3, 1)
-        if explicit:
-            x = windows.merge(x, batch, rows, cols,
-                              ws)[:, top:top + height, left:left + width]
+        if not padded or explicit:
+            crop = (top, left, height, width) if padded else None
+            x = windows.merge(x, batch, rows, cols, ws, crop)
         else:
             x = x.reshape(-1, dim).index_select(0, to_map).view(
                 batch, height, width, dim)
 
         if fast:
-            return x + mlp_rows(
-                self.norm2(x), self.mlp.fc1, self.mlp.fc2, self.gamma_2,
-                self.mlp.norm), new_cross
+            return mlp_rows(self.norm2(x), self.mlp.fc1, self.mlp.fc2,
+                            self.gamma_2, self.mlp.norm, x), new_cross
         mlp = self.mlp(self.norm2(x))
         if self.gamma_2 is not None:
             mlp = self.gamma_2 * mlp

@@ -12,9 +12,10 @@ parameter or buffer, ``.data`` copies included, shows in the next forward.
   ``F.linear`` where the BLAS is not tuned for the CPU (about 2x on AMD
   EPYC), equal elsewhere.
 - :func:`conv_bn`: a :class:`~fcaformer_mm.models.utils.layers.ConvBN` as one
-  convolution with the BatchNorm folded in, and GELU fused.
-- :func:`mlp_rows`: ``gamma * fc2(gelu(fc1(norm(x))))`` in row chunks, so the
-  4x-wide hidden tensor stays in cache.
+  convolution with the BatchNorm folded in and GELU fused, or as a
+  convolution and the BatchNorm where no GELU follows.
+- :func:`mlp_rows`: ``residual + gamma * fc2(gelu(fc1(norm(x))))`` in row
+  chunks, so the 4x-wide hidden tensor stays in cache.
 
 The oneDNN calls are wrapped as custom ops (``fcaformer_mm::onednn_linear``,
 ``fcaformer_mm::onednn_conv_gelu``) with FLOP formulas registered for
@@ -150,7 +151,10 @@ def linear(x: torch.Tensor,
         return ONEDNN_LINEAR_OP(x.contiguous(), weight.contiguous(), bias,
                                 gelu)
     x = F.linear(x, weight, bias)
-    return F.gelu(x) if gelu else x
+    if not gelu:
+        return x
+    # In place where nothing needs the pre-activation (no autograd).
+    return F.gelu(x) if x.requires_grad else torch._C._nn.gelu_(x)
 
 
 def linear_layer(layer: nn.Linear, x: torch.Tensor,
@@ -163,11 +167,14 @@ def linear_layer(layer: nn.Linear, x: torch.Tensor,
 def conv_bn(module: nn.Module,
             x: torch.Tensor,
             gelu: bool = False) -> torch.Tensor:
-    """A ``ConvBN`` (BatchNorm folded in at this call), then GELU if asked.
+    """A ``ConvBN``, then GELU if asked, in as few operator calls as may be.
 
     Works for deployed ``ConvBN`` modules too (``c`` with a bias, no
-    ``bn``). GELU is fused into the convolution through oneDNN for float32
-    CPU tensors outside of autocast.
+    ``bn``). With ``gelu``, the BatchNorm is folded into the convolution at
+    this call and GELU is fused into it through oneDNN for float32 CPU
+    tensors outside of autocast; without, the convolution is followed by
+    the BatchNorm in eval mode (one operator: cheaper than folding at every
+    call).
 
     Args:
         module (nn.Module): A :class:`~fcaformer_mm.models.utils.layers.
@@ -177,6 +184,11 @@ def conv_bn(module: nn.Module,
     """
     conv = module.c
     bn = module._modules.get('bn')
+    if bn is not None and not gelu:
+        x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                     conv.dilation, conv.groups)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                            bn.bias, False, 0., bn.eps)
     if bn is None:
         weight, bias = conv.weight, conv.bias
     else:
@@ -191,16 +203,27 @@ def conv_bn(module: nn.Module,
     return F.gelu(x) if gelu else x
 
 
+def add_scaled(x: torch.Tensor, y: torch.Tensor,
+               gamma: torch.Tensor | None) -> torch.Tensor:
+    """``x + gamma * y`` (``x + y`` if ``gamma`` is None) in one operator:
+    a residual with its layer scale."""
+    return x + y if gamma is None else torch.addcmul(x, y, gamma)
+
+
 def mlp_rows(x: torch.Tensor,
              fc1: nn.Linear,
              fc2: nn.Linear,
              gamma: torch.Tensor | None = None,
-             norm: nn.Module | None = None) -> torch.Tensor:
-    """``gamma * fc2(gelu(fc1(norm(x))))`` over the last dimension of ``x``.
+             norm: nn.Module | None = None,
+             residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + gamma * fc2(gelu(fc1(norm(x))))`` over the last
+    dimension of ``x``.
 
-    The rows go in chunks of at most the ``mlp_chunk`` execution option
-    into slices of the output, so the 4x-wide hidden tensor never exists
-    whole; ``gamma`` is applied to ``fc2``'s weights at this call.
+    The rows go in chunks of at most the ``mlp_chunk`` execution option,
+    and each chunk's result is added to the residual straight into a slice
+    of the output, so the 4x-wide hidden tensor never exists whole. The
+    layer scale is applied with the residual (one ``addcmul``), not to the
+    weights.
 
     Args:
         x (torch.Tensor): ``(..., C)`` input.
@@ -208,28 +231,43 @@ def mlp_rows(x: torch.Tensor,
         fc2 (nn.Linear): Second linear layer.
         gamma (torch.Tensor, optional): Layer scale. Defaults to None.
         norm (nn.Module, optional): Norm applied first. Defaults to None.
+        residual (torch.Tensor, optional): ``(..., C)`` tensor the result
+            is added to. Defaults to None (nothing added).
     """
     shape = x.shape
     x = x.reshape(-1, shape[-1])
-    weight, bias = fc2.weight, fc2.bias
-    if gamma is not None:
-        # Under autocast, F.linear casts the scaled weights.
-        weight = weight * gamma[:, None]
-        bias = bias * gamma
+    if residual is not None:
+        residual = residual.reshape(x.shape[0], -1)
 
     def run(part: torch.Tensor) -> torch.Tensor:
         if norm is not None:
             part = norm(part)
         part = linear(part, fc1.weight, fc1.bias, gelu=True)
-        return linear(part, weight, bias)
+        return linear(part, fc2.weight, fc2.bias)
 
     rows, chunk = x.shape[0], current_options().mlp_chunk
     if chunk <= 0 or rows <= chunk:
-        return run(x).view(*shape[:-1], -1)
+        out = run(x)
+        if residual is not None:
+            out = add_scaled(residual, out, gamma)
+        elif gamma is not None:
+            out = out * gamma
+        return out.view(*shape[:-1], -1)
     out = None
     for start in range(0, rows, chunk):
         part = run(x[start:start + chunk])
         if out is None:
-            out = part.new_empty(rows, part.shape[1])
-        out[start:start + chunk] = part
+            dtype = part.dtype if residual is None else torch.result_type(
+                residual, part)
+            out = part.new_empty(rows, part.shape[1], dtype=dtype)
+        end = start + part.shape[0]
+        if residual is not None and gamma is not None:
+            torch.addcmul(residual[start:end], part, gamma,
+                          out=out[start:end])
+        elif residual is not None:
+            torch.add(residual[start:end], part, out=out[start:end])
+        elif gamma is not None:
+            torch.mul(part, gamma, out=out[start:end])
+        else:
+            out[start:end] = part
     return out.view(*shape[:-1], -1)

@@ -85,9 +85,9 @@ def fold_conv_bn(
         tuple[torch.Tensor, torch.Tensor]: The folded weight and bias,
         computed from the current values (nothing is kept).
     """
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return (conv.weight * scale[:, None, None, None],
-            bn.bias - bn.running_mean * scale)
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return (conv.weight * scale.view(-1, 1, 1, 1),
+            torch.addcmul(bn.bias, bn.running_mean, scale, value=-1))
 
 
 class ConvBN(nn.Sequential):
