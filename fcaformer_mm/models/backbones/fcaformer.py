@@ -187,7 +187,7 @@ class FcaBlock(BaseModule):
         self.attention_biases = nn.Parameter(
             torch.zeros(num_heads, window_size * window_size))
         self.register_buffer('attention_bias_idxs',
-                             windows.relative_offset_index(window_size),
+                             windows.shared_offset_index(window_size),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)

@@ -164,6 +164,29 @@ def linear_layer(layer: nn.Linear, x: torch.Tensor,
     return linear(x, layer.weight, layer.bias) if fast else layer(x)
 
 
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1)
+
+
+def pointwise_conv(x: torch.Tensor,
+                   weight: torch.Tensor,
+                   bias: torch.Tensor | None = None,
+                   gelu: bool = False) -> torch.Tensor:
+    """A 1x1 convolution of stride 1 as a :func:`linear` layer over the
+    channels of each position (then GELU if ``gelu``).
+
+    For a channels-last ``(N, C, H, W)`` map the rows are a view and so is
+    the channels-last result: no layout copies, and the GEMM of the linear
+    backend rather than the generic convolution path (which aten takes for
+    1x1 convolutions of one small image).
+    """
+    batch, channels, height, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    out = linear(rows, weight.view(weight.shape[0], -1), bias, gelu)
+    return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
 def conv_bn(module: nn.Module,
             x: torch.Tensor,
             gelu: bool = False) -> torch.Tensor:
@@ -171,10 +194,10 @@ def conv_bn(module: nn.Module,
 
     Works for deployed ``ConvBN`` modules too (``c`` with a bias, no
     ``bn``). With ``gelu``, the BatchNorm is folded into the convolution at
-    this call and GELU is fused into it through oneDNN for float32 CPU
-    tensors outside of autocast; without, the convolution is followed by
+    this call and GELU is fused into it (through oneDNN for float32 CPU
+    tensors outside of autocast); without, the convolution is followed by
     the BatchNorm in eval mode (one operator: cheaper than folding at every
-    call).
+    call). 1x1 convolutions run as :func:`pointwise_conv`.
 
     Args:
         module (nn.Module): A :class:`~fcaformer_mm.models.utils.layers.
@@ -184,15 +207,21 @@ def conv_bn(module: nn.Module,
     """
     conv = module.c
     bn = module._modules.get('bn')
+    pointwise = _is_pointwise(conv)
     if bn is not None and not gelu:
-        x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                     conv.dilation, conv.groups)
+        if pointwise:
+            x = pointwise_conv(x, conv.weight, conv.bias)
+        else:
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride,
+                         conv.padding, conv.dilation, conv.groups)
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
                             bn.bias, False, 0., bn.eps)
     if bn is None:
         weight, bias = conv.weight, conv.bias
     else:
         weight, bias = fold_conv_bn(conv, bn)
+    if pointwise:
+        return pointwise_conv(x, weight, bias, gelu)
     if gelu and ONEDNN_CONV_GELU_OP is not None and _onednn_fits(
             x, weight, bias):
         return ONEDNN_CONV_GELU_OP(x, weight.contiguous(), bias,

@@ -34,6 +34,15 @@ def relative_offset_index(window_size: int) -> torch.Tensor:
     return dy * window_size + dx
 
 
+@functools.lru_cache(maxsize=8)
+def shared_offset_index(window_size: int) -> torch.Tensor:
+    """:func:`relative_offset_index`, one tensor per window size: the
+    ``attention_bias_idxs`` buffer that all blocks of that window share
+    (a non-persistent buffer that depends on the window size only; it must
+    not be modified)."""
+    return relative_offset_index(window_size)
+
+
 def _compute_bias_index(heads: int, window_size: int,
                         device: torch.device) -> torch.Tensor:
     tokens = window_size**2
