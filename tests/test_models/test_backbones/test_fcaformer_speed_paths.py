@@ -224,7 +224,9 @@ def _linear_calls(model, x, monkeypatch, chunk):
     real = cpu_kernels.linear
 
     def spy(x, weight, bias=None, gelu=False):
-        calls.append((x.numel() // x.shape[-1], gelu))
+        # An MLP's fc1 (4x wider), not a 1x1 convolution with GELU.
+        mlp = gelu and weight.shape[0] == 4 * weight.shape[1]
+        calls.append((x.numel() // x.shape[-1], mlp))
         return real(x, weight, bias, gelu)
 
     monkeypatch.setattr(cpu_kernels, 'linear', spy)
@@ -233,7 +235,7 @@ def _linear_calls(model, x, monkeypatch, chunk):
             outs = run(model, x)
     finally:
         monkeypatch.setattr(cpu_kernels, 'linear', real)
-    return outs, [rows for rows, gelu in calls if gelu]
+    return outs, [rows for rows, mlp in calls if mlp]
 
 
 @pytest.mark.parametrize('chunk', [0, 1, 7, 64, 10**6])
