@@ -7,10 +7,13 @@ autograd, eager). Nothing here keeps state between calls: weights are read
 (and Conv-BN folded, layer scales applied) at every call, so any change of a
 parameter or buffer, ``.data`` copies included, shows in the next forward.
 
-- :func:`linear`: float32 CPU linear layers through oneDNN (the library
-  behind PyTorch's CPU convolutions), GELU fused; much faster than
-  ``F.linear`` where the BLAS is not tuned for the CPU (about 2x on AMD
-  EPYC), equal elsewhere.
+- :func:`linear`: ``F.linear``, or with the ``onednn_linear`` execution
+  option float32 CPU linear layers through oneDNN (the library behind
+  PyTorch's CPU convolutions), GELU fused: much faster than ``F.linear``
+  where the BLAS is not tuned for the CPU (about 2x on one AMD EPYC VM),
+  slower on the AMD EPYC of docs/performance_inference.md, equal on an
+  Intel Xeon.
+- :func:`pointwise_conv`: a 1x1 convolution as a :func:`linear` layer.
 - :func:`conv_bn`: a :class:`~fcaformer_mm.models.utils.layers.ConvBN` as one
   convolution with the BatchNorm folded in and GELU fused, or as a
   convolution and the BatchNorm where no GELU follows.
@@ -141,10 +144,11 @@ def linear(x: torch.Tensor,
            weight: torch.Tensor,
            bias: torch.Tensor | None = None,
            gelu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then exact GELU if ``gelu``), through oneDNN when it may.
+    """``F.linear`` (then exact GELU if ``gelu``), through oneDNN if asked.
 
-    oneDNN is used for float32 CPU tensors without autograd, in eager mode
-    outside of autocast, while the ``onednn_linear`` execution option is on.
+    oneDNN is used while the ``onednn_linear`` execution option is on, for
+    float32 CPU tensors without autograd, in eager mode outside of
+    autocast.
     """
     if (ONEDNN_LINEAR_OP is not None and current_options().onednn_linear
             and _onednn_fits(x, weight, bias)):

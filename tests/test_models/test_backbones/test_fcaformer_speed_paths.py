@@ -69,6 +69,7 @@ PATH_OPTIONS = {
     'whole-mlp': dict(mlp_chunk=0),
     'small-chunks': dict(mlp_chunk=7),
     'no-onednn': dict(onednn_linear=False),
+    'onednn': dict(onednn_linear=True),
     'reference': dict(fast_inference=False),
     'explicit-windows': dict(explicit_windows=True),
 }
@@ -76,7 +77,7 @@ PATH_OPTIONS = {
 
 @pytest.mark.parametrize('path', [
     'explicit', 'deploy', 'contiguous', 'whole-mlp', 'small-chunks',
-    'no-onednn', 'reference', 'explicit-windows'
+    'no-onednn', 'onednn', 'reference', 'explicit-windows'
 ])
 @pytest.mark.parametrize('index', range(4))
 def test_golden_outputs_through_each_path(path, index):
@@ -294,7 +295,11 @@ def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
     monkeypatch.setattr(cpu_kernels, 'ONEDNN_LINEAR_OP',
                         lambda *a: used.append(1) or op(*a))
     with torch.no_grad():
-        got = cpu_kernels.linear(x, weight, b, gelu)
+        got = cpu_kernels.linear(x, weight, b, gelu)  # F.linear by default
+        assert used == []
+        torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
+        with execution_options(onednn_linear=True):
+            got = cpu_kernels.linear(x, weight, b, gelu)
     assert used == [1]
     assert got.dtype == torch.float32 and got.shape == expected.shape
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
@@ -302,7 +307,7 @@ def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
     for context, tensor in ((torch.enable_grad(), x),
                             (torch.autocast('cpu', dtype=torch.bfloat16), x),
                             (torch.no_grad(), x.double())):
-        with context:
+        with context, execution_options(onednn_linear=True):
             cpu_kernels.linear(tensor, weight.to(tensor.dtype),
                                None if b is None else b.to(tensor.dtype),
                                gelu)
@@ -323,7 +328,7 @@ def test_flop_counter_sees_the_onednn_linears(monkeypatch):
             model(x)
         return mode.get_total_flops()
 
-    with execution_options(mlp_chunk=7):
+    with execution_options(mlp_chunk=7, onednn_linear=True):
         fast = total_flops()
     with execution_options(fast_inference=False, onednn_linear=False):
         assert fast == total_flops() > 0
