@@ -46,9 +46,10 @@ def shared_offset_index(window_size: int) -> torch.Tensor:
 def _compute_bias_index(heads: int, window_size: int,
                         device: torch.device) -> torch.Tensor:
     tokens = window_size**2
-    offsets = relative_offset_index(window_size).to(device).view(1, -1)
-    heads_start = torch.arange(heads, device=device).view(-1, 1) * tokens
-    return (heads_start + offsets).view(-1).to(torch.int32)
+    offsets = relative_offset_index(window_size).to(device, torch.int32)
+    heads_start = torch.arange(
+        0, heads * tokens, tokens, dtype=torch.int32, device=device)
+    return (heads_start.view(-1, 1) + offsets.view(1, -1)).view(-1)
 
 
 # Thread-safe and bounded; one entry per (heads, window) of a model's stages.
