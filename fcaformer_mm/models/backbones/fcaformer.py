@@ -22,7 +22,7 @@ from torch import nn
 
 from fcaformer_mm.registry import MODELS
 
-from ..utils import arguments, windows
+from ..utils import arguments, layers, windows
 from ..utils.checkpoint import load_pretrained, split_init_cfg
 from ..utils.cpu_kernels import conv_bn, linear, linear_layer, mlp_rows
 from ..utils.execution import current_options, fast_inference, is_exporting
@@ -399,7 +399,7 @@ _DENSE_WIDTHS_L2 = (96, 192, 384, 768)
 def _official_init(module: nn.Module) -> None:
     """The official initialisation of one module (``apply`` target)."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(module.weight, std=.02, a=-2., b=2.)
+        layers.trunc_normal_(module.weight, std=.02, a=-2., b=2.)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):

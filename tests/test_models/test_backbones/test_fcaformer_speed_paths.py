@@ -27,7 +27,7 @@ from test_fcaformer import (
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.models.utils import cpu_kernels, windows
 from fcaformer_mm.models.utils.execution import execution_options
-from fcaformer_mm.models.utils.layers import ConvBN
+from fcaformer_mm.models.utils.layers import ConvBN, trunc_normal_
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -691,3 +691,22 @@ def test_compile_training_step_without_graph_breaks():
     sum(o.mean() for o in outs).backward()
     assert model.layer_2.blocks[1].attention_biases.grad is not None
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------
+# Initialisation without temporaries
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('bounds', [(-2., 2.), (-0.03, 0.05)])
+def test_trunc_normal_in_place(bounds):
+    a, b = bounds
+    torch.manual_seed(0)
+    tensor = torch.empty(200, 500)
+    ptr = tensor.data_ptr()
+    assert trunc_normal_(tensor, std=0.02, a=a, b=b) is tensor
+    assert tensor.data_ptr() == ptr
+    assert tensor.min() >= a and tensor.max() <= b
+    # A normal draw where the bounds are far (+-100 std), torch's inverse
+    # CDF where they are close (std of the truncated draw is smaller).
+    std = tensor.std().item()
+    assert std == pytest.approx(0.02, rel=0.02) if a == -2. else std < 0.019
+    assert tensor.mean().abs() < 1e-3 if a == -2. else tensor.mean() > 0
