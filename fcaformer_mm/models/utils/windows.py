@@ -67,10 +67,12 @@ def gather_bias(biases: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     than advanced indexing; the numbers are the same.
     """
     heads, tokens = biases.shape
+    window_size = math.isqrt(tokens)
     if (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or index.shape != (tokens, tokens)):
+            or index.shape != (tokens, tokens)
+            or window_size**2 != tokens):
         return biases[:, index]
-    flat = _cached_bias_index(heads, math.isqrt(tokens), index.device)
+    flat = _cached_bias_index(heads, window_size, index.device)
     return biases.reshape(-1).index_select(0, flat).view(
         heads, tokens, tokens)
 
