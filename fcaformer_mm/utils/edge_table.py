@@ -273,7 +273,8 @@ def _prepare_process() -> None:
 
 def measure_inference_memory(name: str,
                              size: Sequence[int] = (224, 224),
-                             batch: int = 1) -> dict:
+                             batch: int = 1,
+                             onednn_linear: bool = False) -> dict:
     """Inference memory of one model, measured in this process.
 
     Run it in a fresh process per model (the benchmark does): the hosts and
@@ -286,6 +287,8 @@ def measure_inference_memory(name: str,
         size (Sequence[int]): Image height and width. Defaults to
             (224, 224).
         batch (int): Images. Defaults to 1.
+        onednn_linear (bool): Run FcaFormer's linears on oneDNN
+            (``execution_options(onednn_linear=True)``). Defaults to False.
 
     Returns:
         dict: ``memory_mib`` (the rise), ``weights_mib`` (parameters and
@@ -296,7 +299,9 @@ def measure_inference_memory(name: str,
     cfg = classifier_config(name)
     x = torch.randn(batch, 3, *size,
                     generator=torch.Generator().manual_seed(0))
-    with peak_rss_rise() as mem:
+    from fcaformer_mm.models.utils import execution_options
+    with peak_rss_rise() as mem, execution_options(
+            onednn_linear=onednn_linear):
         model, scope = build_classifier(name, cfg)
         with torch.no_grad():
             tensor_forward(scope)(model, x)

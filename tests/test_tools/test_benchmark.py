@@ -107,17 +107,24 @@ def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
     report = run_tool(bench, tmp_path, '--models', 'fcaformer',
                       'fcaformer-blas', '--metrics', 'latency', 'train',
                       '--size', '32', '32', '--warmup', '0', '--repeats',
-                      '1', '--precisions', 'fp32')
+                      '1', '--precisions', 'fp32', '--onednn-linear')
     assert list(report['times']['latency/fp32']) == [
         'fcaformer', 'fcaformer-blas'
     ]
+    assert report['meta']['onednn_linear'] is True
     # Training is the same code for both: only one row.
     assert list(report['times']['train/fp32']) == ['fcaformer']
-    # Both settings were used, and the default is in force afterwards.
+    # Both settings were used (oneDNN as asked, F.linear for -blas), and
+    # the default (F.linear) is in force afterwards.
     assert True in seen and False in seen
-    assert current_options().onednn_linear is True
+    assert current_options().onednn_linear is False
     # Not in the default set.
     assert 'fcaformer-blas' not in bench.DEFAULT_MODELS
+    seen.clear()
+    run_tool(bench, tmp_path, '--models', 'fcaformer', '--metrics',
+             'latency', '--size', '32', '32', '--warmup', '0', '--repeats',
+             '1', '--precisions', 'fp32')
+    assert seen and not any(seen)
 
 
 def test_memory_with_and_without_checkpointing(bench, tmp_path):

@@ -99,33 +99,42 @@ def test_nn_counter_follows_mmcv_1x_rules():
 
 @pytest.mark.parametrize('arch', ['l1', 'l2'])
 def test_nn_counter_sees_every_fcaformer_layer(arch):
-    """In eval mode without autograd FcaFormer takes its fast paths (fused
-    oneDNN ops, folded Conv-BN); the nn counter runs it on the plain path,
-    so that every linear layer and convolution is counted: the same
-    multiply-adds as torch's operator counter finds in that forward, at a
-    size with padded windows."""
+    """In eval mode without autograd FcaFormer takes its fast paths (oneDNN
+    or BLAS linears, folded Conv-BN, 1x1 convolutions as linear layers); the
+    nn counter runs it on the plain path, so that every linear layer and
+    convolution is counted: the same multiply-adds as torch's operator
+    counter finds in that forward (with either linear backend), at a size
+    with padded windows."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+    from fcaformer_mm.models.utils import execution_options
     model = FcaFormer(arch).eval()
     x = torch.randn(1, 3, 200, 264)
     by_type = Counter()
     get_flops.count_nn_macs(model, lambda: model(x), by_type)
-    mode = FlopCounterMode(display=False)
-    with torch.no_grad(), mode:
-        model(x)
-    by_op = Counter()
-    for op, flops in mode.get_flop_counts()['Global'].items():
-        by_op[str(op).split('.')[-1]] += flops // 2
-    assert by_op['onednn_linear'] > 0 and by_op['onednn_conv_gelu'] > 0
-    assert by_type['Linear'] + by_type['FcaBlock'] == by_op['onednn_linear']
-    conv_macs = by_op['convolution'] + by_op['onednn_conv_gelu']
     # Only the dense-output heads (head{i}, no bias) and ConvBN's convs have
     # no bias; mmcv adds one MAC per output element for a bias.
     bias_adds = sum(
         out.numel() for out in _conv_outputs_with_bias(model, x))
-    assert by_type['Conv2d'] == conv_macs + bias_adds
+    nn_macs = (by_type['Linear'] + by_type['FcaBlock'] + by_type['Conv2d']
+               - bias_adds)
     assert by_type['BatchNorm2d'] > 0
+    for onednn in (True, False):
+        mode = FlopCounterMode(display=False)
+        with torch.no_grad(), mode, execution_options(onednn_linear=onednn):
+            model(x)
+        by_op = Counter()
+        for op, flops in mode.get_flop_counts()['Global'].items():
+            by_op[str(op).split('.')[-1]] += flops // 2
+        assert by_op['onednn_conv_gelu'] > 0
+        assert (by_op['onednn_linear'] > 0) == onednn
+        # The linear layers, the cross tokens' projection (FcaBlock) and
+        # the 1x1 convolutions (run as linear layers), then the others.
+        linear_macs = by_op['onednn_linear'] + by_op['addmm'] + by_op['mm']
+        assert linear_macs > by_type['Linear'] + by_type['FcaBlock']
+        conv_macs = by_op['convolution'] + by_op['onednn_conv_gelu']
+        assert nn_macs == linear_macs + conv_macs
 
 
 def _conv_outputs_with_bias(model, x):

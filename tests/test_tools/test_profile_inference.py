@@ -56,6 +56,26 @@ def test_profile_of_l1(tool, tmp_path, capsys):
     assert 'fcaformer-l1 at 32x32' in capsys.readouterr().out
 
 
+def test_onednn_linear_option(tool, tmp_path):
+    threads = torch.get_num_threads()
+    out = tmp_path / 'profile.json'
+    ops = {}
+    try:
+        for flag in ([], ['--onednn-linear']):
+            assert tool.main(['fcaformer-l1', '--size', '32', '32',
+                              '--threads', '1', '--warmup', '0', '--repeats',
+                              '1', '--top', '200', '--json', str(out),
+                              *flag]) == 0
+            [p] = json.loads(out.read_text())
+            ops[bool(flag)] = {o['op'] for o in p['top_ops']}
+            assert p['onednn_linear'] is bool(flag)
+    finally:
+        torch.set_num_threads(threads)
+    assert 'fcaformer_mm::onednn_linear' in ops[True]
+    assert 'fcaformer_mm::onednn_linear' not in ops[False]
+    assert 'aten::addmm' in ops[False]
+
+
 def test_unknown_model(tool):
     with pytest.raises(SystemExit):
         tool.parse_args(['fcaformer-l9'])

@@ -49,9 +49,11 @@ Models (``--models``):
     The same after ``switch_to_deploy()`` (inference only).
 ``fcaformer-blas``
     ``fcaformer`` with its float32 CPU inference linear layers on
-    ``F.linear`` (the BLAS that ConvNeXt-T and Swin-T use) instead of oneDNN
-    (``execution_options(onednn_linear=False)``):
-    shows how much of the gain is the GEMM library. Not in the default set.
+    ``F.linear`` (the BLAS that ConvNeXt-T and Swin-T use; the package's
+    default) whatever ``--onednn-linear`` says
+    (``execution_options(onednn_linear=False)``): beside ``fcaformer
+    --onednn-linear`` it shows which GEMM library is faster on the machine.
+    Not in the default set.
 ``official``
     The official ``FcaFormer_SH_512`` L2, loaded from a local checkout of
     ``hkzhang-git/FcaFormer`` given by ``--official-path`` (its
@@ -300,11 +302,15 @@ class Subject:
     """One model to measure, with the calls that the metrics time."""
 
     def __init__(self, label: str, name: str, model: nn.Module,
-                 scope: str | None) -> None:
+                 scope: str | None, onednn_linear: bool = False) -> None:
         self.label = label
         self.name = name
         self.model = model
         self.scope = scope
+        # FcaFormer's inference linears on oneDNN (--onednn-linear), or on
+        # F.linear (the default, and always for fcaformer-blas).
+        self.onednn_linear = onednn_linear and name.startswith(
+            'fcaformer') and name != 'fcaformer-blas'
         self.compiled: nn.Module | None = None
         self.compile_s: float | None = None
         self.optimizer = None
@@ -321,11 +327,12 @@ class Subject:
         """FcaFormer's execution options of this subject, for the whole
         call (a training step's backward too: ``with_cp`` recomputes the
         forward in it)."""
-        changes = dict(
-            fcaformer_blas=dict(onednn_linear=False),
-            fcaformer_plain=dict(fast_training=False)).get(
-                self.name.replace('-', '_'))
-        if changes is None:
+        changes = {}
+        if self.name == 'fcaformer-plain':
+            changes['fast_training'] = False
+        if self.onednn_linear or self.name == 'fcaformer-blas':
+            changes['onednn_linear'] = self.onednn_linear
+        if not changes:
             return contextlib.nullcontext()
         from fcaformer_mm.models.utils import execution_options
         return execution_options(**changes)
@@ -366,7 +373,8 @@ def make_subjects(args: argparse.Namespace) -> list[Subject]:
         for name in args.models:
             model, scope = edge_table.build_classifier(name)
             subjects.append(
-                Subject(name, name, model.to(args.device), scope))
+                Subject(name, name, model.to(args.device), scope,
+                        args.onednn_linear))
         return subjects
     subjects = []
     sources: list[tuple[str | None, str]] = [(None, 'backbone')]
@@ -383,7 +391,8 @@ def make_subjects(args: argparse.Namespace) -> list[Subject]:
                 backbone = getattr(model, 'backbone', model)
                 backbone.switch_to_deploy()
             subjects.append(
-                Subject(label, name, model.to(args.device), scope))
+                Subject(label, name, model.to(args.device), scope,
+                        args.onednn_linear))
     return subjects
 
 
@@ -671,7 +680,9 @@ def measure_inference_memory(args: argparse.Namespace) -> dict[str, dict]:
               file=sys.stderr, flush=True)
         out[name] = _run_child(
             dict(kind='inference', name=name, size=list(args.size),
-                 threads=args.threads))
+                 threads=args.threads,
+                 onednn_linear=bool(args.onednn_linear
+                                    and name.startswith('fcaformer'))))
     return out
 
 
@@ -700,7 +711,8 @@ def memory_child_main(spec: str) -> int:
         torch.set_num_threads(opts['threads'])
     if opts.get('kind') == 'inference':
         result = edge_table.measure_inference_memory(
-            opts['name'], opts['size'])
+            opts['name'], opts['size'],
+            onednn_linear=opts.get('onednn_linear', False))
         print(json.dumps(result))
         return 0
     if opts['official_path']:
@@ -843,6 +855,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         'edge')
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
+        '--onednn-linear', action='store_true',
+        help="FcaFormer's float32 CPU inference linears on oneDNN "
+        '(execution_options(onednn_linear=True)) instead of F.linear, the '
+        'default; which is faster depends on the CPU')
+    parser.add_argument(
         '--threads', type=int, default=None,
         help='intra-op CPU threads (torch.set_num_threads; the paper used '
         '4)')
@@ -940,6 +957,7 @@ def _meta(args: argparse.Namespace) -> dict:
         metrics=list(args.metrics),
         precisions=list(args.precisions),
         official_path=args.official_path,
+        onednn_linear=args.onednn_linear,
         compile=dict(mode=args.compile_mode,
                      backend=args.compile_backend,
                      freezing=args.compile_freezing),

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fcaformer_mm.models.utils import current_options, execution_options
 from fcaformer_mm.utils import edge_table
 from fcaformer_mm.utils.model_builder import tensor_forward
 
@@ -70,10 +71,16 @@ class _TensorRecorder(TorchDispatchMode):
 
 
 def profile_model(name: str, size: Sequence[int], warmup: int,
-                  repeats: int, top: int) -> dict:
+                  repeats: int, top: int, onednn_linear: bool = False) -> dict:
     """Profile one model of the edge table; see the module docstring."""
     model, scope = edge_table.build_classifier(name)
-    forward = tensor_forward(scope)
+    with execution_options(onednn_linear=onednn_linear):
+        return _profile(name, model, tensor_forward(scope), size, warmup,
+                        repeats, top)
+
+
+def _profile(name: str, model: torch.nn.Module, forward, size, warmup: int,
+             repeats: int, top: int) -> dict:
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for _ in range(warmup):
@@ -103,6 +110,7 @@ def profile_model(name: str, size: Sequence[int], warmup: int,
         model=name,
         size=list(size),
         threads=torch.get_num_threads(),
+        onednn_linear=current_options().onednn_linear,
         wall_ms=wall_ms,
         profiled_wall_ms=profiled_ms,
         op_self_ms=self_ms,
@@ -154,6 +162,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--top', type=int, default=12)
+    parser.add_argument(
+        '--onednn-linear', action='store_true',
+        help="FcaFormer's inference linears on oneDNN instead of F.linear")
     parser.add_argument('--json', default=None)
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in edge_table.EDGE_MODELS]
@@ -172,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for name in args.models:
         result = profile_model(name, args.size, args.warmup, args.repeats,
-                               args.top)
+                               args.top, args.onednn_linear)
         print(format_profile(result), flush=True)
         results.append(result)
     if args.json:

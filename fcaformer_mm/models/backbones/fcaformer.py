@@ -1,9 +1,8 @@
 """FcaFormer backbone: the architecture, with the official module and
 parameter names, so that official checkpoints load without conversion.
 
-Layers, window helpers, the eager CPU inference and training kernels, the
-choice of code path (:mod:`..utils.execution`), checkpoint loading and the
-layer-decay rules live in :mod:`fcaformer_mm.models.utils`.
+Layers, windows, CPU inference and training kernels, the code-path choice,
+checkpoint loading and layer-decay rules live in :mod:`..utils`.
 """
 from __future__ import annotations
 
@@ -112,8 +111,10 @@ class ConvNeXtBlock(BaseModule):
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)
         if fast_inference(self):
-            x = mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma, self.norm)
-        elif train_kernels.applies(self, x):
+            res = shortcut.permute(0, 2, 3, 1)
+            return mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma,
+                            self.norm, res).permute(0, 3, 1, 2)
+        if train_kernels.applies(self, x):
             x = train_kernels.norms_mlp(x, (self.norm, ), self.pwconv1,
                                         self.pwconv2, self.gamma)
         else:
@@ -196,7 +197,7 @@ class FcaBlock(BaseModule):
         self.attention_biases = nn.Parameter(
             torch.zeros(num_heads, window_size * window_size))
         self.register_buffer('attention_bias_idxs',
-                             windows.relative_offset_index(window_size),
+                             windows.shared_offset_index(window_size),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -210,17 +211,13 @@ class FcaBlock(BaseModule):
         the relative position bias gathered from ``attention_biases``, then
         ``s_token_bias`` for the cross keys (in ``dtype``, by default that
         of ``attention_biases``)."""
-        tokens = self.window_size**2
-        mask = self.attention_biases[:, self.attention_bias_idxs]
-        if self.num_cross > 0:
-            mask = torch.cat(
-                (mask, self.s_token_bias[0].expand(-1, tokens, -1)), dim=-1)
-        return mask.unsqueeze(0).to(dtype or self.attention_biases.dtype)
+        return windows.attention_mask(
+            self.attention_biases, self.attention_bias_idxs,
+            self.s_token_bias if self.num_cross > 0 else None, dtype)
 
     def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
                    num_windows: int, fast: bool, train: bool) -> torch.Tensor:
-        """Attention of window tokens, given their ``qkv`` projection
-        (before ``proj``)."""
+        """Attention of window tokens given their ``qkv`` (before proj)."""
         dim, heads = self.dim, self.num_heads
         kv = None
         if self.num_cross > 0:
@@ -269,20 +266,20 @@ class FcaBlock(BaseModule):
         explicit = is_exporting() or current_options().explicit_windows
         fast = fast_inference(self)
         train = train_kernels.applies(self, x)
-        if explicit:
-            # A traced graph must pad whatever the example size: explicit
-            # pad and partition, with sizes the tracer records.
-            pads = (0, 0, left, pad_w - left, top, pad_h - top)
-            shortcut = windows.partition(F.pad(x, pads), rows, cols, ws)
-            qkv = self.qkv(self.norm1(shortcut))
+        padded = explicit or pad_h > 0 or pad_w > 0
+        if not padded or explicit:
+            # Traced graphs pad whatever the example size (sizes the tracer
+            # records); unpadded windows are a view (one per image) or copy.
+            pad = (top, pad_h - top, left, pad_w - left) if padded else None
+            shortcut = windows.partition(x, rows, cols, ws, pad)
+            qkv = linear_layer(self.qkv, self.norm1(shortcut), fast)
         else:
             # A zero-padded position has ``norm1(0) = norm1.bias`` and the
             # same ``qkv`` everywhere: project the real positions and one
             # zero row, then pad and partition both by one index_select.
             to_windows, to_map = windows.window_indices(
                 batch, height, width, ws, top, left, x.device)
-            flat = x.reshape(-1, dim)
-            zero = flat.new_zeros(1, dim)
+            flat, zero = x.reshape(-1, dim), x.new_zeros(1, dim)
             if train:
                 shortcut, qkv = train_kernels.windows_and_qkv(
                     flat, self.norm1, self.qkv, to_windows, to_map)
@@ -294,10 +291,15 @@ class FcaBlock(BaseModule):
             shortcut = shortcut.view(num_windows, ws * ws, dim)
             qkv = qkv.view(num_windows, ws * ws, 3 * dim)
         attn = self._attention(qkv, cross, num_windows, fast, train)
-        attn = train_kernels.scaled_linear(attn, self.proj, self.gamma_1) \
-            if train else scaled(self.gamma_1,
-                                 linear_layer(self.proj, attn, fast))
-        x = shortcut + self.drop_path(attn)
+        if train:  # layer scale inside the kernel
+            x = shortcut + self.drop_path(train_kernels.scaled_linear(
+                attn, self.proj, self.gamma_1))
+        elif fast and self.gamma_1 is not None:  # scale with the residual
+            x = torch.addcmul(shortcut, linear_layer(self.proj, attn, fast),
+                              self.gamma_1)
+        else:
+            x = shortcut + self.drop_path(
+                scaled(self.gamma_1, linear_layer(self.proj, attn, fast)))
 
         # (nW, ws*ws, C) -> (nW, C, ws, ws): a view in channels-last layout.
         x = x.reshape(num_windows, ws, ws, dim).permute(0, 3, 1, 2)
@@ -307,9 +309,9 @@ class FcaBlock(BaseModule):
         # The official block has no shortcut around ``local_conv``.
         x = conv_bn(self.local_conv, x) if fast else self.local_conv(x)
         x = x.permute(0, 2, 3, 1)
-        if explicit:
-            x = windows.merge(x, batch, rows, cols,
-                              ws)[:, top:top + height, left:left + width]
+        if not padded or explicit:
+            crop = (top, left, height, width) if padded else None
+            x = windows.merge(x, batch, rows, cols, ws, crop)
         else:
             flat = x.reshape(-1, dim)
             flat = train_kernels.gather_rows(flat, to_map, to_windows) \
@@ -317,9 +319,8 @@ class FcaBlock(BaseModule):
             x = flat.view(batch, height, width, dim)
 
         if fast:
-            return x + mlp_rows(
-                self.norm2(x), self.mlp.fc1, self.mlp.fc2, self.gamma_2,
-                self.mlp.norm), new_cross
+            return mlp_rows(self.norm2(x), self.mlp.fc1, self.mlp.fc2,
+                            self.gamma_2, self.mlp.norm, x), new_cross
         mlp = train_kernels.norms_mlp(
             x, (self.norm2, self.mlp.norm), self.mlp.fc1, self.mlp.fc2,
             self.gamma_2) if train else scaled(self.gamma_2,

@@ -7,14 +7,18 @@ autograd, eager). Nothing here keeps state between calls: weights are read
 (and Conv-BN folded, layer scales applied) at every call, so any change of a
 parameter or buffer, ``.data`` copies included, shows in the next forward.
 
-- :func:`linear`: float32 CPU linear layers through oneDNN (the library
-  behind PyTorch's CPU convolutions), GELU fused; much faster than
-  ``F.linear`` where the BLAS is not tuned for the CPU (about 2x on AMD
-  EPYC), equal elsewhere.
+- :func:`linear`: ``F.linear``, or with the ``onednn_linear`` execution
+  option float32 CPU linear layers through oneDNN (the library behind
+  PyTorch's CPU convolutions), GELU fused: much faster than ``F.linear``
+  where the BLAS is not tuned for the CPU (about 2x on one AMD EPYC VM),
+  slower on the AMD EPYC of docs/performance_inference.md, equal on an
+  Intel Xeon.
+- :func:`pointwise_conv`: a 1x1 convolution as a :func:`linear` layer.
 - :func:`conv_bn`: a :class:`~fcaformer_mm.models.utils.layers.ConvBN` as one
-  convolution with the BatchNorm folded in, and GELU fused.
-- :func:`mlp_rows`: ``gamma * fc2(gelu(fc1(norm(x))))`` in row chunks, so the
-  4x-wide hidden tensor stays in cache.
+  convolution with the BatchNorm folded in and GELU fused, or as a
+  convolution and the BatchNorm where no GELU follows.
+- :func:`mlp_rows`: ``residual + gamma * fc2(gelu(fc1(norm(x))))`` in row
+  chunks, so the 4x-wide hidden tensor stays in cache.
 
 The oneDNN calls are wrapped as custom ops (``fcaformer_mm::onednn_linear``,
 ``fcaformer_mm::onednn_conv_gelu``) with FLOP formulas registered for
@@ -140,17 +144,21 @@ def linear(x: torch.Tensor,
            weight: torch.Tensor,
            bias: torch.Tensor | None = None,
            gelu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then exact GELU if ``gelu``), through oneDNN when it may.
+    """``F.linear`` (then exact GELU if ``gelu``), through oneDNN if asked.
 
-    oneDNN is used for float32 CPU tensors without autograd, in eager mode
-    outside of autocast, while the ``onednn_linear`` execution option is on.
+    oneDNN is used while the ``onednn_linear`` execution option is on, for
+    float32 CPU tensors without autograd, in eager mode outside of
+    autocast.
     """
     if (ONEDNN_LINEAR_OP is not None and current_options().onednn_linear
             and _onednn_fits(x, weight, bias)):
         return ONEDNN_LINEAR_OP(x.contiguous(), weight.contiguous(), bias,
                                 gelu)
     x = F.linear(x, weight, bias)
-    return F.gelu(x) if gelu else x
+    if not gelu:
+        return x
+    # In place where nothing needs the pre-activation (no autograd).
+    return F.gelu(x) if x.requires_grad else torch._C._nn.gelu_(x)
 
 
 def linear_layer(layer: nn.Linear, x: torch.Tensor,
@@ -160,14 +168,40 @@ def linear_layer(layer: nn.Linear, x: torch.Tensor,
     return linear(x, layer.weight, layer.bias) if fast else layer(x)
 
 
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1)
+
+
+def pointwise_conv(x: torch.Tensor,
+                   weight: torch.Tensor,
+                   bias: torch.Tensor | None = None,
+                   gelu: bool = False) -> torch.Tensor:
+    """A 1x1 convolution of stride 1 as a :func:`linear` layer over the
+    channels of each position (then GELU if ``gelu``).
+
+    For a channels-last ``(N, C, H, W)`` map the rows are a view and so is
+    the channels-last result: no layout copies, and the GEMM of the linear
+    backend rather than the generic convolution path (which aten takes for
+    1x1 convolutions of one small image).
+    """
+    batch, channels, height, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    out = linear(rows, weight.view(weight.shape[0], -1), bias, gelu)
+    return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
 def conv_bn(module: nn.Module,
             x: torch.Tensor,
             gelu: bool = False) -> torch.Tensor:
-    """A ``ConvBN`` (BatchNorm folded in at this call), then GELU if asked.
+    """A ``ConvBN``, then GELU if asked, in as few operator calls as may be.
 
     Works for deployed ``ConvBN`` modules too (``c`` with a bias, no
-    ``bn``). GELU is fused into the convolution through oneDNN for float32
-    CPU tensors outside of autocast.
+    ``bn``). With ``gelu``, the BatchNorm is folded into the convolution at
+    this call and GELU is fused into it (through oneDNN for float32 CPU
+    tensors outside of autocast); without, the convolution is followed by
+    the BatchNorm in eval mode (one operator: cheaper than folding at every
+    call). 1x1 convolutions run as :func:`pointwise_conv`.
 
     Args:
         module (nn.Module): A :class:`~fcaformer_mm.models.utils.layers.
@@ -177,10 +211,21 @@ def conv_bn(module: nn.Module,
     """
     conv = module.c
     bn = module._modules.get('bn')
+    pointwise = _is_pointwise(conv)
+    if bn is not None and not gelu:
+        if pointwise:
+            x = pointwise_conv(x, conv.weight, conv.bias)
+        else:
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride,
+                         conv.padding, conv.dilation, conv.groups)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                            bn.bias, False, 0., bn.eps)
     if bn is None:
         weight, bias = conv.weight, conv.bias
     else:
         weight, bias = fold_conv_bn(conv, bn)
+    if pointwise:
+        return pointwise_conv(x, weight, bias, gelu)
     if gelu and ONEDNN_CONV_GELU_OP is not None and _onednn_fits(
             x, weight, bias):
         return ONEDNN_CONV_GELU_OP(x, weight.contiguous(), bias,
@@ -191,16 +236,27 @@ def conv_bn(module: nn.Module,
     return F.gelu(x) if gelu else x
 
 
+def add_scaled(x: torch.Tensor, y: torch.Tensor,
+               gamma: torch.Tensor | None) -> torch.Tensor:
+    """``x + gamma * y`` (``x + y`` if ``gamma`` is None) in one operator:
+    a residual with its layer scale."""
+    return x + y if gamma is None else torch.addcmul(x, y, gamma)
+
+
 def mlp_rows(x: torch.Tensor,
              fc1: nn.Linear,
              fc2: nn.Linear,
              gamma: torch.Tensor | None = None,
-             norm: nn.Module | None = None) -> torch.Tensor:
-    """``gamma * fc2(gelu(fc1(norm(x))))`` over the last dimension of ``x``.
+             norm: nn.Module | None = None,
+             residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + gamma * fc2(gelu(fc1(norm(x))))`` over the last
+    dimension of ``x``.
 
-    The rows go in chunks of at most the ``mlp_chunk`` execution option
-    into slices of the output, so the 4x-wide hidden tensor never exists
-    whole; ``gamma`` is applied to ``fc2``'s weights at this call.
+    The rows go in chunks of at most the ``mlp_chunk`` execution option,
+    and each chunk's result is added to the residual straight into a slice
+    of the output, so the 4x-wide hidden tensor never exists whole. The
+    layer scale is applied with the residual (one ``addcmul``), not to the
+    weights.
 
     Args:
         x (torch.Tensor): ``(..., C)`` input.
@@ -208,28 +264,43 @@ def mlp_rows(x: torch.Tensor,
         fc2 (nn.Linear): Second linear layer.
         gamma (torch.Tensor, optional): Layer scale. Defaults to None.
         norm (nn.Module, optional): Norm applied first. Defaults to None.
+        residual (torch.Tensor, optional): ``(..., C)`` tensor the result
+            is added to. Defaults to None (nothing added).
     """
     shape = x.shape
     x = x.reshape(-1, shape[-1])
-    weight, bias = fc2.weight, fc2.bias
-    if gamma is not None:
-        # Under autocast, F.linear casts the scaled weights.
-        weight = weight * gamma[:, None]
-        bias = bias * gamma
+    if residual is not None:
+        residual = residual.reshape(x.shape[0], -1)
 
     def run(part: torch.Tensor) -> torch.Tensor:
         if norm is not None:
             part = norm(part)
         part = linear(part, fc1.weight, fc1.bias, gelu=True)
-        return linear(part, weight, bias)
+        return linear(part, fc2.weight, fc2.bias)
 
     rows, chunk = x.shape[0], current_options().mlp_chunk
     if chunk <= 0 or rows <= chunk:
-        return run(x).view(*shape[:-1], -1)
+        out = run(x)
+        if residual is not None:
+            out = add_scaled(residual, out, gamma)
+        elif gamma is not None:
+            out = out * gamma
+        return out.view(*shape[:-1], -1)
     out = None
     for start in range(0, rows, chunk):
         part = run(x[start:start + chunk])
         if out is None:
-            out = part.new_empty(rows, part.shape[1])
-        out[start:start + chunk] = part
+            dtype = part.dtype if residual is None else torch.result_type(
+                residual, part)
+            out = part.new_empty(rows, part.shape[1], dtype=dtype)
+        end = start + part.shape[0]
+        if residual is not None and gamma is not None:
+            torch.addcmul(residual[start:end], part, gamma,
+                          out=out[start:end])
+        elif residual is not None:
+            torch.add(residual[start:end], part, out=out[start:end])
+        elif gamma is not None:
+            torch.mul(part, gamma, out=out[start:end])
+        else:
+            out[start:end] = part
     return out.view(*shape[:-1], -1)

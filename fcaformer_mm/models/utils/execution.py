@@ -34,19 +34,25 @@ class ExecutionOptions:
 
     Args:
         fast_inference (bool): Take the eager inference paths (eval mode, no
-            autograd, not compiled or traced): MLPs in row chunks, float32
-            CPU linear layers through oneDNN, Conv-BN folded per forward
-            with GELU fused. False runs the reference computation, where
-            every layer is called as its module, in inference and in
-            training (the training kernels are off too). Defaults to True.
+            autograd, not compiled or traced): MLPs in row chunks with the
+            residual added in place, Conv-BN folded per forward with GELU
+            fused (or followed by its BatchNorm), 1x1 convolutions as linear
+            layers. False runs the reference computation, where every
+            layer is called as its module, in inference and in training
+            (the training kernels are off too). Defaults to True.
         fast_training (bool): Take the training kernels (training mode,
             autograd on, eager, float32 outside autocast): autograd
             functions that keep less for the backward pass and recompute
-            cheap element-wise work (see :mod:`.train_kernels`). Defaults to
-            True.
+            cheap element-wise work (see :mod:`.train_kernels`). False
+            calls every layer as its module in training. Defaults to True.
         onednn_linear (bool): On the fast paths, run float32 CPU linear
-            layers through oneDNN rather than ``F.linear``'s BLAS. Defaults
-            to True.
+            layers through oneDNN (GELU fused) rather than ``F.linear``'s
+            BLAS (what ``nn.Linear`` and the peer models use). Which is
+            faster depends on the machine: on the 2-vCPU AMD EPYC (Zen 3)
+            of docs/performance_inference.md the BLAS is faster for every
+            FcaFormer GEMM at 224x224; an earlier AMD EPYC VM ran oneDNN
+            twice as fast. Measure with ``benchmark.py --onednn-linear``
+            against the default. Defaults to False.
         mlp_chunk (int): On the fast paths, rows per chunk of the MLPs; 0
             runs them whole. Defaults to 2048.
         fused_attention (bool): Use ``scaled_dot_product_attention``; False
@@ -63,7 +69,7 @@ class ExecutionOptions:
 
     fast_inference: bool = True
     fast_training: bool = True
-    onednn_linear: bool = True
+    onednn_linear: bool = False
     mlp_chunk: int = 2048
     fused_attention: bool = True
     explicit_windows: bool = False

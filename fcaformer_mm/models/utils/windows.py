@@ -1,12 +1,15 @@
-"""Window partition and index helpers of FcaFormer's attention blocks.
+"""Window partition, index and mask helpers of FcaFormer's attention blocks.
 
-Everything here depends on shapes only, never on weights.
+The index tensors depend on shapes only (and are kept for the last few
+shapes); nothing derived from weights is kept.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+import torch.nn.functional as F
 
 
 def relative_offset_index(window_size: int) -> torch.Tensor:
@@ -31,19 +34,104 @@ def relative_offset_index(window_size: int) -> torch.Tensor:
     return dy * window_size + dx
 
 
-def partition(x: torch.Tensor, rows: int, cols: int, ws: int) -> torch.Tensor:
-    """``(B, rows*ws, cols*ws, C)`` -> ``(B*rows*cols, ws*ws, C)`` windows."""
+@functools.lru_cache(maxsize=8)
+def shared_offset_index(window_size: int) -> torch.Tensor:
+    """:func:`relative_offset_index`, one tensor per window size: the
+    ``attention_bias_idxs`` buffer that all blocks of that window share
+    (a non-persistent buffer that depends on the window size only; it must
+    not be modified)."""
+    return relative_offset_index(window_size)
+
+
+def _compute_bias_index(heads: int, window_size: int,
+                        device: torch.device) -> torch.Tensor:
+    tokens = window_size**2
+    offsets = relative_offset_index(window_size).to(device, torch.int32)
+    heads_start = torch.arange(
+        0, heads * tokens, tokens, dtype=torch.int32, device=device)
+    return (heads_start.view(-1, 1) + offsets.view(1, -1)).view(-1)
+
+
+# Thread-safe and bounded; one entry per (heads, window) of a model's stages.
+_cached_bias_index = functools.lru_cache(maxsize=16)(_compute_bias_index)
+
+
+def gather_bias(biases: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``biases[:, index]``: the relative position bias of every pair of
+    window positions, ``(heads, N, N)`` from a ``(heads, N)`` table and
+    ``index``, the ``(N, N)`` :func:`relative_offset_index` of the window.
+
+    Outside of compilation and tracing it is one ``index_select`` on the
+    flattened table with a flattened ``int32`` index (kept for the last few
+    shapes: it depends on the shapes only), about 4 times faster on the CPU
+    than advanced indexing; the numbers are the same.
+    """
+    heads, tokens = biases.shape
+    window_size = math.isqrt(tokens)
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or index.shape != (tokens, tokens)
+            or window_size**2 != tokens):
+        return biases[:, index]
+    flat = _cached_bias_index(heads, window_size, index.device)
+    return biases.reshape(-1).index_select(0, flat).view(
+        heads, tokens, tokens)
+
+
+def partition(x: torch.Tensor, rows: int, cols: int, ws: int,
+              pad: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """``(B, rows*ws, cols*ws, C)`` -> ``(B*rows*cols, ws*ws, C)`` windows.
+
+    With ``pad`` (``(top, bottom, left, right)``), ``x`` is first zero-padded
+    by that many rows and columns to ``(B, rows*ws, cols*ws, C)``.
+    """
+    if pad is not None:
+        top, bottom, left, right = pad
+        x = F.pad(x, (0, 0, left, right, top, bottom))
     batch, channels = x.shape[0], x.shape[-1]
+    if rows == cols == 1:
+        return x.reshape(batch, ws * ws, channels)
     return x.reshape(batch, rows, ws, cols, ws, channels).permute(
         0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, ws * ws, channels)
 
 
-def merge(x: torch.Tensor, batch: int, rows: int, cols: int,
-          ws: int) -> torch.Tensor:
-    """Inverse of :func:`partition`: windows back to a ``(B, H, W, C)`` map."""
+def merge(x: torch.Tensor, batch: int, rows: int, cols: int, ws: int,
+          crop: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Inverse of :func:`partition`: windows back to a ``(B, H, W, C)`` map,
+    cropped to ``crop`` (``(top, left, height, width)``) if given."""
     channels = x.shape[-1]
-    return x.reshape(batch, rows, cols, ws, ws, channels).permute(
-        0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, channels)
+    if rows == cols == 1:
+        x = x.reshape(batch, ws, ws, channels)
+    else:
+        x = x.reshape(batch, rows, cols, ws, ws, channels).permute(
+            0, 1, 3, 2, 4, 5).reshape(batch, rows * ws, cols * ws, channels)
+    if crop is None:
+        return x
+    top, left, height, width = crop
+    return x[:, top:top + height, left:left + width]
+
+
+def attention_mask(biases: torch.Tensor,
+                   index: torch.Tensor,
+                   token_bias: torch.Tensor | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The additive attention mask of an FCA block, ``(1, heads, N, N +
+    num_cross)``, computed from its current parameters (nothing is kept).
+
+    Args:
+        biases (torch.Tensor): ``(heads, N)`` relative position bias table
+            (``attention_biases``).
+        index (torch.Tensor): ``(N, N)`` :func:`relative_offset_index`.
+        token_bias (torch.Tensor, optional): ``(1, heads, 1, num_cross)``
+            logit bias of the cross keys (``s_token_bias``). Defaults to
+            None (no cross keys).
+        dtype (torch.dtype, optional): Defaults to that of ``biases``.
+    """
+    mask = gather_bias(biases, index)
+    if token_bias is not None:
+        mask = torch.cat(
+            (mask, token_bias[0].expand(-1, mask.shape[1], -1)), dim=-1)
+    mask = mask.unsqueeze(0)
+    return mask if dtype in (None, mask.dtype) else mask.to(dtype)
 
 
 def split_heads(qkv: torch.Tensor, kv: torch.Tensor | None, heads: int):

@@ -27,7 +27,7 @@ from test_fcaformer import (
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.models.utils import cpu_kernels, windows
 from fcaformer_mm.models.utils.execution import execution_options
-from fcaformer_mm.models.utils.layers import ConvBN
+from fcaformer_mm.models.utils.layers import ConvBN, trunc_normal_
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -69,6 +69,7 @@ PATH_OPTIONS = {
     'whole-mlp': dict(mlp_chunk=0),
     'small-chunks': dict(mlp_chunk=7),
     'no-onednn': dict(onednn_linear=False),
+    'onednn': dict(onednn_linear=True),
     'reference': dict(fast_inference=False),
     'explicit-windows': dict(explicit_windows=True),
 }
@@ -76,7 +77,7 @@ PATH_OPTIONS = {
 
 @pytest.mark.parametrize('path', [
     'explicit', 'deploy', 'contiguous', 'whole-mlp', 'small-chunks',
-    'no-onednn', 'reference', 'explicit-windows'
+    'no-onednn', 'onednn', 'reference', 'explicit-windows'
 ])
 @pytest.mark.parametrize('index', range(4))
 def test_golden_outputs_through_each_path(path, index):
@@ -183,6 +184,103 @@ def test_window_index_cache_is_bounded():
                                   torch.device('cpu')) is first
 
 
+@pytest.mark.parametrize('rows_cols', [(1, 1), (2, 3)])
+@pytest.mark.parametrize('pad', [None, (1, 2, 3, 0)])
+def test_partition_with_pad_and_merge_with_crop(rows_cols, pad):
+    rows, cols = rows_cols
+    ws, dim = 5, 3
+    top, bottom, left, right = pad or (0, 0, 0, 0)
+    height, width = rows * ws - top - bottom, cols * ws - left - right
+    x = torch.randn(2, height, width, dim)
+    padded = torch.nn.functional.pad(x, (0, 0, left, right, top, bottom))
+    expected = padded.reshape(2, rows, ws, cols, ws, dim).permute(
+        0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, dim)
+    got = windows.partition(x, rows, cols, ws, pad)
+    assert torch.equal(got, expected)
+    crop = None if pad is None else (top, left, height, width)
+    assert torch.equal(windows.merge(got, 2, rows, cols, ws, crop), x)
+    if pad is None and rows == cols == 1:
+        # One unpadded window per image: views, no copies.
+        assert got.data_ptr() == x.data_ptr()
+        assert windows.merge(got, 2, 1, 1, ws).data_ptr() == x.data_ptr()
+
+
+@pytest.mark.parametrize('window_size', [7, 14])
+@pytest.mark.parametrize('heads', [1, 6])
+def test_gather_bias_matches_advanced_indexing(window_size, heads):
+    index = windows.relative_offset_index(window_size)
+    biases = torch.randn(heads, window_size**2, requires_grad=True)
+    expected = biases[:, index]
+    got = windows.gather_bias(biases, index)
+    assert torch.equal(got, expected)
+    # Differentiable as advanced indexing is.
+    weight = torch.randn_like(expected)
+    grad, = torch.autograd.grad((got * weight).sum(), biases)
+    expected_grad, = torch.autograd.grad((expected * weight).sum(), biases)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_blocks_of_a_window_size_share_one_offset_index():
+    model = FcaFormer('l1')
+    for stage in (model.layer_2, model.layer_3):
+        first = stage.blocks[0].attention_bias_idxs
+        assert all(b.attention_bias_idxs is first for b in stage.blocks)
+        assert torch.equal(
+            first, windows.relative_offset_index(stage.window_size))
+    assert model.layer_2.blocks[0].attention_bias_idxs is not \
+        model.layer_3.blocks[0].attention_bias_idxs
+    assert not any('attention_bias_idxs' in k for k in model.state_dict())
+    # Moving the model leaves the shared index alone.
+    copied = copy.deepcopy(model).double()
+    assert copied.layer_2.blocks[1].attention_bias_idxs.dtype == torch.int64
+    assert first.data_ptr() == windows.shared_offset_index(7).data_ptr()
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('gelu', [False, True])
+@pytest.mark.parametrize('onednn', [False, True])
+def test_pointwise_conv_matches_conv2d(channels_last, gelu, onednn):
+    gen = torch.Generator().manual_seed(int(gelu) + 2 * int(onednn))
+    x = torch.randn(2, 12, 5, 7, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(20, 12, 1, 1, generator=gen) * 0.2
+    bias = torch.randn(20, generator=gen)
+    expected = torch.nn.functional.conv2d(x, weight, bias)
+    if gelu:
+        expected = torch.nn.functional.gelu(expected)
+    with torch.no_grad(), execution_options(onednn_linear=onednn):
+        got = cpu_kernels.pointwise_conv(x, weight, bias, gelu)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    if channels_last:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('chunk', [0, 5, 7, 100])
+@pytest.mark.parametrize('scaled', [False, True])
+@pytest.mark.parametrize('with_residual', [False, True])
+def test_mlp_rows_adds_the_scaled_result_to_the_residual(
+        chunk, scaled, with_residual):
+    gen = torch.Generator().manual_seed(chunk)
+    fc1, fc2 = torch.nn.Linear(6, 24), torch.nn.Linear(24, 6)
+    norm = torch.nn.LayerNorm(6)
+    x = torch.randn(3, 7, 6, generator=gen)
+    residual = torch.randn(3, 7, 6, generator=gen)
+    gamma = torch.rand(6, generator=gen) + 0.5 if scaled else None
+    with torch.no_grad():
+        expected = fc2(torch.nn.functional.gelu(fc1(norm(x))))
+        if scaled:
+            expected = gamma * expected
+        if with_residual:
+            expected = residual + expected
+        with execution_options(mlp_chunk=chunk):
+            got = cpu_kernels.mlp_rows(x, fc1, fc2, gamma, norm,
+                                       residual if with_residual else None)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize('size', [(64, 64), (61, 97)])
 def test_indexed_windows_match_explicit_padding(size):
     x = seeded_input((2, 3, *size), seed=17)
@@ -224,7 +322,9 @@ def _linear_calls(model, x, monkeypatch, chunk):
     real = cpu_kernels.linear
 
     def spy(x, weight, bias=None, gelu=False):
-        calls.append((x.numel() // x.shape[-1], gelu))
+        # An MLP's fc1 (4x wider), not a 1x1 convolution with GELU.
+        mlp = gelu and weight.shape[0] == 4 * weight.shape[1]
+        calls.append((x.numel() // x.shape[-1], mlp))
         return real(x, weight, bias, gelu)
 
     monkeypatch.setattr(cpu_kernels, 'linear', spy)
@@ -233,7 +333,7 @@ def _linear_calls(model, x, monkeypatch, chunk):
             outs = run(model, x)
     finally:
         monkeypatch.setattr(cpu_kernels, 'linear', real)
-    return outs, [rows for rows, gelu in calls if gelu]
+    return outs, [rows for rows, mlp in calls if mlp]
 
 
 @pytest.mark.parametrize('chunk', [0, 1, 7, 64, 10**6])
@@ -292,7 +392,11 @@ def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
     monkeypatch.setattr(cpu_kernels, 'ONEDNN_LINEAR_OP',
                         lambda *a: used.append(1) or op(*a))
     with torch.no_grad():
-        got = cpu_kernels.linear(x, weight, b, gelu)
+        got = cpu_kernels.linear(x, weight, b, gelu)  # F.linear by default
+        assert used == []
+        torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
+        with execution_options(onednn_linear=True):
+            got = cpu_kernels.linear(x, weight, b, gelu)
     assert used == [1]
     assert got.dtype == torch.float32 and got.shape == expected.shape
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5)
@@ -300,7 +404,7 @@ def test_onednn_linear_matches_f_linear(shape, gelu, bias, monkeypatch):
     for context, tensor in ((torch.enable_grad(), x),
                             (torch.autocast('cpu', dtype=torch.bfloat16), x),
                             (torch.no_grad(), x.double())):
-        with context:
+        with context, execution_options(onednn_linear=True):
             cpu_kernels.linear(tensor, weight.to(tensor.dtype),
                                None if b is None else b.to(tensor.dtype),
                                gelu)
@@ -321,23 +425,25 @@ def test_flop_counter_sees_the_onednn_linears(monkeypatch):
             model(x)
         return mode.get_total_flops()
 
-    with execution_options(mlp_chunk=7):
+    with execution_options(mlp_chunk=7, onednn_linear=True):
         fast = total_flops()
     with execution_options(fast_inference=False, onednn_linear=False):
         assert fast == total_flops() > 0
 
 
 @pytest.mark.parametrize('gelu', [False, True])
-@pytest.mark.parametrize('groups', [1, 8])
+@pytest.mark.parametrize('groups', [1, 8, 'pointwise'])
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_conv_bn_inference_folds_and_follows_changes(gelu, groups,
                                                      channels_last):
     """Eager inference folds the BatchNorm at every call (and fuses GELU on
-    the CPU): the numbers of conv, BN, GELU, also after the statistics or
+    the CPU) or follows the convolution with it, 1x1 convolutions as linear
+    layers: the numbers of conv, BN, GELU, also after the statistics or
     weights change in place or through ``.data``, are loaded, or change
     dtype."""
-    gen = torch.Generator().manual_seed(groups + 2 * gelu)
-    module = ConvBN(8, 16, 3, 2, 1, groups=groups)
+    gen = torch.Generator().manual_seed(len(str(groups)) + 2 * gelu)
+    module = ConvBN(8, 16, 1) if groups == 'pointwise' else ConvBN(
+        8, 16, 3, 2, 1, groups=groups)
     module.bn.running_mean.copy_(torch.randn(16, generator=gen))
     module.bn.running_var.copy_(torch.rand(16, generator=gen) + 0.5)
     module.bn.weight.data.copy_(torch.rand(16, generator=gen) + 0.5)
@@ -585,3 +691,22 @@ def test_compile_training_step_without_graph_breaks():
     sum(o.mean() for o in outs).backward()
     assert model.layer_2.blocks[1].attention_biases.grad is not None
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------
+# Initialisation without temporaries
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('bounds', [(-2., 2.), (-0.03, 0.05)])
+def test_trunc_normal_in_place(bounds):
+    a, b = bounds
+    torch.manual_seed(0)
+    tensor = torch.empty(200, 500)
+    ptr = tensor.data_ptr()
+    assert trunc_normal_(tensor, std=0.02, a=a, b=b) is tensor
+    assert tensor.data_ptr() == ptr
+    assert tensor.min() >= a and tensor.max() <= b
+    # A normal draw where the bounds are far (+-100 std), torch's inverse
+    # CDF where they are close (std of the truncated draw is smaller).
+    std = tensor.std().item()
+    assert std == pytest.approx(0.02, rel=0.02) if a == -2. else std < 0.019
+    assert tensor.mean().abs() < 1e-3 if a == -2. else tensor.mean() > 0
