@@ -1,8 +1,9 @@
 """Build a config's model the way the tools need it, and call its tensor
 path: one helper shared by ``get_flops.py``, ``benchmark.py`` and
-``export_onnx.py``."""
+``export_onnx.py``, and the argparse type of their ``--shape``."""
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Callable
 
@@ -104,3 +105,18 @@ class TensorForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> object:
         return self._forward(self.model, x)
+
+
+def image_side(text: str) -> int:
+    """An argparse type: one side of an input image, a positive number of
+    pixels (``--shape`` of ``get_flops.py`` and ``export_onnx.py``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a whole number of pixels') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f'{value} is not a size: sides are positive numbers of pixels, '
+            'e.g. --shape 512 2048')
+    return value

@@ -60,6 +60,7 @@ from torch import nn
 from fcaformer_mm.models.utils import reference_path
 from fcaformer_mm.utils.model_builder import (
     build_model_from_config,
+    image_side,
     tensor_forward,
 )
 
@@ -431,19 +432,6 @@ def _watch_rois(model: nn.Module, seen: list):
 # --------------------------------------------------------------------------
 # Command line.
 # --------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    """An argparse type: a side length in pixels."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a whole number of pixels') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f'{value} is not a size: sides are positive numbers of pixels, '
-            'e.g. --shape 512 2048')
-    return value
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -452,7 +440,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument(
         '--shape',
-        type=_positive_int,
+        type=image_side,
         nargs='+',
         help='input size as H W, or one side for a square; defaults: '
         '512 2048 (mmseg), 1280 800 (mmdet), 224 224 (mmpretrain)')

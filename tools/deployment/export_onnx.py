@@ -195,19 +195,10 @@ def verify(module: nn.Module, path: str,
     return results
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a whole number of pixels') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f'{value} is not a size: sides are positive numbers of pixels')
-    return value
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from fcaformer_mm.utils.model_builder import image_side
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         'config', nargs='?', default=None,
@@ -230,7 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         '--deploy', action='store_true',
         help='switch_to_deploy() the backbone first (fused Conv-BN)')
     parser.add_argument(
-        '--shape', type=_positive_int, nargs=2, default=[512, 512],
+        '--shape', type=image_side, nargs=2, default=[512, 512],
         metavar=('H', 'W'), help='size of the example input of the trace')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument(
