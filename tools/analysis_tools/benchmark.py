@@ -298,6 +298,13 @@ def build_whole(config: str, name: str, with_cp: bool = False,
         cfg, backbone=backbone_cfg(name, with_cp, drop_path_rate, arch))
 
 
+def onednn_linear_for(name: str, flag: bool) -> bool:
+    """Whether model ``name`` runs its inference linears on oneDNN under
+    ``--onednn-linear`` (``flag``): FcaFormer models do, except
+    ``fcaformer-blas``, which is always on ``F.linear`` (the default)."""
+    return flag and name.startswith('fcaformer') and name != 'fcaformer-blas'
+
+
 class Subject:
     """One model to measure, with the calls that the metrics time."""
 
@@ -307,10 +314,7 @@ class Subject:
         self.name = name
         self.model = model
         self.scope = scope
-        # FcaFormer's inference linears on oneDNN (--onednn-linear), or on
-        # F.linear (the default, and always for fcaformer-blas).
-        self.onednn_linear = onednn_linear and name.startswith(
-            'fcaformer') and name != 'fcaformer-blas'
+        self.onednn_linear = onednn_linear_for(name, onednn_linear)
         self.compiled: nn.Module | None = None
         self.compile_s: float | None = None
         self.optimizer = None
@@ -681,8 +685,7 @@ def measure_inference_memory(args: argparse.Namespace) -> dict[str, dict]:
         out[name] = _run_child(
             dict(kind='inference', name=name, size=list(args.size),
                  threads=args.threads,
-                 onednn_linear=bool(args.onednn_linear
-                                    and name.startswith('fcaformer'))))
+                 onednn_linear=onednn_linear_for(name, args.onednn_linear)))
     return out
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from fcaformer_mm.registry import MODELS
 
-from ..utils import arguments, train_kernels, windows
+from ..utils import arguments, cpu_kernels, train_kernels, windows
 from ..utils.checkpoint import load_pretrained, split_init_cfg
 from ..utils.cpu_kernels import conv_bn, linear, linear_layer, mlp_rows
 from ..utils.execution import current_options, fast_inference, is_exporting
@@ -294,9 +294,9 @@ class FcaBlock(BaseModule):
         if train:  # layer scale inside the kernel
             x = shortcut + self.drop_path(train_kernels.scaled_linear(
                 attn, self.proj, self.gamma_1))
-        elif fast and self.gamma_1 is not None:  # scale with the residual
-            x = torch.addcmul(shortcut, linear_layer(self.proj, attn, fast),
-                              self.gamma_1)
+        elif fast:  # layer scale with the residual, one operator
+            x = cpu_kernels.add_scaled(
+                shortcut, linear_layer(self.proj, attn, fast), self.gamma_1)
         else:
             x = shortcut + self.drop_path(
                 scaled(self.gamma_1, linear_layer(self.proj, attn, fast)))

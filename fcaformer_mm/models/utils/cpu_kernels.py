@@ -236,11 +236,22 @@ def conv_bn(module: nn.Module,
     return F.gelu(x) if gelu else x
 
 
-def add_scaled(x: torch.Tensor, y: torch.Tensor,
-               gamma: torch.Tensor | None) -> torch.Tensor:
-    """``x + gamma * y`` (``x + y`` if ``gamma`` is None) in one operator:
-    a residual with its layer scale."""
-    return x + y if gamma is None else torch.addcmul(x, y, gamma)
+def add_scaled(x: torch.Tensor | None,
+               y: torch.Tensor,
+               gamma: torch.Tensor | None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x + gamma * y`` in one operator: a residual with its layer scale.
+
+    ``x`` None drops the residual and ``gamma`` None the scale (``y`` alone
+    if both are None). With ``out``, the result is written there.
+    """
+    if x is None and gamma is None:
+        return y if out is None else out.copy_(y)
+    if x is None:
+        return torch.mul(y, gamma, out=out)
+    if gamma is None:
+        return torch.add(x, y, out=out)
+    return torch.addcmul(x, y, gamma, out=out)
 
 
 def mlp_rows(x: torch.Tensor,
@@ -280,27 +291,15 @@ def mlp_rows(x: torch.Tensor,
 
     rows, chunk = x.shape[0], current_options().mlp_chunk
     if chunk <= 0 or rows <= chunk:
-        out = run(x)
-        if residual is not None:
-            out = add_scaled(residual, out, gamma)
-        elif gamma is not None:
-            out = out * gamma
-        return out.view(*shape[:-1], -1)
+        return add_scaled(residual, run(x), gamma).view(*shape[:-1], -1)
     out = None
     for start in range(0, rows, chunk):
         part = run(x[start:start + chunk])
+        end = start + part.shape[0]
         if out is None:
             dtype = part.dtype if residual is None else torch.result_type(
                 residual, part)
             out = part.new_empty(rows, part.shape[1], dtype=dtype)
-        end = start + part.shape[0]
-        if residual is not None and gamma is not None:
-            torch.addcmul(residual[start:end], part, gamma,
-                          out=out[start:end])
-        elif residual is not None:
-            torch.add(residual[start:end], part, out=out[start:end])
-        elif gamma is not None:
-            torch.mul(part, gamma, out=out[start:end])
-        else:
-            out[start:end] = part
+        add_scaled(None if residual is None else residual[start:end], part,
+                   gamma, out[start:end])
     return out.view(*shape[:-1], -1)
