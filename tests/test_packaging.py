@@ -140,3 +140,12 @@ def test_mim_search_and_list(installed):
                cwd=installed['target'], env=installed['env'])
     rows = [line.split() for line in out.splitlines()]
     assert any(r[:1] == ['fcaformer-mm'] for r in rows), out
+
+
+def test_suite_keeps_only_failed_tests_temporary_directories(pytestconfig):
+    """A full run writes several GiB under pytest's temporary directory;
+    with pytest's default (every test's directory of the last three runs
+    kept) repeated runs fill a small disk. The suite keeps only what failed
+    tests wrote, of the last run."""
+    assert pytestconfig.getini('tmp_path_retention_policy') == 'failed'
+    assert int(pytestconfig.getini('tmp_path_retention_count')) <= 1
