@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -181,6 +182,32 @@ def pairs_of(names: Iterable[str]) -> list[tuple[str, str]]:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
+
+
+def round_ratios(times: Sequence[float] | None,
+                 ref_times: Sequence[float] | None) -> dict | None:
+    """Per-round ratios of two models timed in the same round-robin.
+
+    Round ``i`` times each model once, one after the other, so the ratio of
+    the two ``i``-th times is taken under the same machine load; the median
+    of these paired ratios moves less than the ratio of the medians when the
+    load drifts, and their spread shows how far one run can be trusted.
+
+    Args:
+        times (Sequence[float], optional): A model's times, round by round.
+        ref_times (Sequence[float], optional): The reference's times of the
+            same rounds.
+
+    Returns:
+        dict | None: ``median``, ``min`` and ``max`` of the paired ratios,
+        and ``rounds``; None when either is missing or their lengths differ
+        (not timed in the same rounds).
+    """
+    if not times or not ref_times or len(times) != len(ref_times):
+        return None
+    ratios = [a / b for a, b in zip(times, ref_times)]
+    return dict(median=statistics.median(ratios), min=min(ratios),
+                max=max(ratios), rounds=len(ratios))
 
 
 def mmpretrain_config_dir() -> Path:
@@ -333,6 +360,7 @@ def edge_rows(latency: Mapping[str, Mapping],
     Returns:
         list[dict]: One dict per model in ``latency`` or ``memory``:
         ``model``, ``label``, ``top1``, ``gmacs``, ``median_ms``,
+        ``min_ms``, ``times_ms`` (round by round),
         ``latency_ratio`` (median over the reference's median),
         ``memory_mib``, ``memory_ratio``, ``paper_ms``,
         ``paper_latency_ratio``, ``paper_mem``, ``paper_memory_ratio``
@@ -356,6 +384,7 @@ def edge_rows(latency: Mapping[str, Mapping],
                 gmacs=model.gmacs,
                 median_ms=ms,
                 min_ms=latency.get(name, {}).get('min_ms'),
+                times_ms=latency.get(name, {}).get('times_ms'),
                 latency_ratio=_ratio(ms, ref_ms),
                 memory_mib=mib,
                 memory_ratio=_ratio(mib, ref_mib),
@@ -371,7 +400,9 @@ def edge_pairs(rows: Sequence[Mapping]) -> list[dict]:
 
     For each FcaFormer model and its peer (:func:`pairs_of`): the measured
     latency and memory ratios, the paper's, and the targets: latency at most
-    the MAC ratio, memory at most the paper's ratio.
+    the MAC ratio, memory at most the paper's ratio. The verdict takes the
+    ratio of the medians; ``latency_round_ratio`` (:func:`round_ratios`)
+    gives the paired per-round ratios beside it.
     """
     by_name = {r['model']: r for r in rows}
     pairs = []
@@ -387,6 +418,8 @@ def edge_pairs(rows: Sequence[Mapping]) -> list[dict]:
                 peer=peer,
                 pair=f'{a["label"]} / {b["label"]}',
                 latency_ratio=lat,
+                latency_round_ratio=round_ratios(a.get('times_ms'),
+                                                 b.get('times_ms')),
                 paper_latency_ratio=_ratio(a['paper_ms'], b['paper_ms']),
                 mac_ratio=mac,
                 latency_met=None if lat is None else lat <= mac,
@@ -443,9 +476,11 @@ def format_edge_table(report: Mapping) -> str:
             '\nPairs (targets: latency ratio <= MAC ratio, memory ratio <= '
             "the paper's)",
             f'{"pair":<40}{"latency":>8}{"paper":>7}{"MACs":>6}{"met":>5}'
-            f'{"memory":>8}{"paper":>7}{"met":>5}',
+            f'{"memory":>8}{"paper":>7}{"met":>5}'
+            '  per round: median [min-max]',
         ]
         for p in edge['pairs']:
+            rounds = p.get('latency_round_ratio')
             lines.append(
                 f'{p["pair"]:<40}' + _cell(p['latency_ratio'], '.2f', 8)
                 + _cell(p['paper_latency_ratio'], '.2f', 7)
@@ -453,7 +488,12 @@ def format_edge_table(report: Mapping) -> str:
                 + _cell(p['latency_met'], '', 5)
                 + _cell(p['memory_ratio'], '.2f', 8)
                 + _cell(p['paper_memory_ratio'], '.2f', 7)
-                + _cell(p['memory_met'], '', 5))
+                + _cell(p['memory_met'], '', 5)
+                + ('' if rounds is None else
+                   f'  {rounds["median"]:.2f} [{rounds["min"]:.2f}-'
+                   f'{rounds["max"]:.2f}]'))
+        lines.append('(latency: ratio of the medians; per round: the ratios '
+                     'of the times of each round-robin round)')
     errors = {k: v['error'] for k, v in report.get(
         'inference_memory', {}).items() if 'error' in v}
     for name, error in errors.items():

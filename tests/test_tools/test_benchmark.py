@@ -82,6 +82,14 @@ def test_backbones_all_timed_metrics(bench, tmp_path):
         assert results['fcaformer']['ratio_to_convnext-t'] == pytest.approx(
             results['fcaformer']['median_ms'] /
             results['convnext-t']['median_ms'])
+        # Paired ratios of the two rounds of the same round-robin.
+        paired = [a / b for a, b in zip(results['fcaformer']['times_ms'],
+                                        results['convnext-t']['times_ms'])]
+        rounds = results['fcaformer']['round_ratio_to_convnext-t']
+        assert rounds['rounds'] == 2
+        assert rounds['median'] == pytest.approx(sum(paired) / 2)
+        assert (rounds['min'], rounds['max']) == pytest.approx(
+            (min(paired), max(paired)))
         if metric == 'compiled':
             assert all(e['compile_s'] > 0 for e in results.values()
                        if e is not results['convnext-t (eager)'])
@@ -335,6 +343,10 @@ def test_edge_table_l1_against_convnext_t(bench, tmp_path, capsys):
         assert p['latency_met'] == (p['latency_ratio'] <= p['mac_ratio'])
         assert p['memory_met'] == (p['memory_ratio'] <=
                                    p['paper_memory_ratio'])
+        # One round: the paired ratio is the ratio of the two times.
+        assert p['latency_round_ratio']['rounds'] == 1
+        assert p['latency_round_ratio']['median'] == pytest.approx(
+            row['times_ms'][0] / rows['convnext-t']['times_ms'][0])
 
     out = capsys.readouterr().out
     assert 'Edge-device table' in out and 'Pairs' in out
@@ -342,6 +354,24 @@ def test_edge_table_l1_against_convnext_t(bench, tmp_path, capsys):
                 if ln.startswith('FcaFormer-L1 ') and '312' in ln)
     assert f'{rows["fcaformer-l1"]["latency_ratio"]:.2f}' in line
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_round_ratios_pair_the_rounds():
+    """Each paired ratio divides two times of the same round (the same
+    machine load): ratios of times of different rounds never enter."""
+    from fcaformer_mm.utils.edge_table import round_ratios
+
+    ref = [100., 140., 100., 150., 160.]
+    model = [0.8 * t for t in ref]
+    model[1], model[3] = model[3], model[1]  # load peaks swapped
+    rounds = round_ratios(model, ref)
+    assert rounds['rounds'] == 5
+    assert rounds['median'] == pytest.approx(0.8)
+    assert rounds['min'] == pytest.approx(0.8 * 140 / 150)
+    assert rounds['max'] == pytest.approx(0.8 * 150 / 140)
+    # Not timed in the same rounds, or not timed: no paired ratios.
+    assert round_ratios(model[:4], ref) is None
+    assert round_ratios(None, ref) is None and round_ratios([], []) is None
 
 
 def test_edge_table_models_match_their_configs():

@@ -544,7 +544,9 @@ def _freezing(enabled: bool):
 
 
 def add_ratios(results: dict[str, dict], reference: str) -> None:
-    """``ratio_to_<ref>``: median over the reference's median, per source."""
+    """``ratio_to_<ref>``: median over the reference's median, per source;
+    ``round_ratio_to_<ref>``: the paired ratios of the same round-robin
+    rounds (:func:`~fcaformer_mm.utils.edge_table.round_ratios`)."""
     for label, entry in results.items():
         prefix = label.rsplit('/', 1)[0] + '/' if '/' in label else ''
         for ref in (reference, 'official'):
@@ -552,6 +554,10 @@ def add_ratios(results: dict[str, dict], reference: str) -> None:
             if ref_entry is not None:
                 entry[f'ratio_to_{ref}'] = (
                     entry['median_ms'] / ref_entry['median_ms'])
+                rounds = edge_table.round_ratios(entry.get('times_ms'),
+                                                 ref_entry.get('times_ms'))
+                if rounds is not None:
+                    entry[f'round_ratio_to_{ref}'] = rounds
 
 
 def add_eager_ratios(times: dict[str, dict], reference: str) -> None:
@@ -778,6 +784,10 @@ def format_table(report: dict) -> str:
                    f'{e["images_per_s"]:>9.2f}')
             row += f'{r1:>14.2f}' if r1 is not None else f'{"-":>14}'
             row += f'{r2:>12.2f}' if r2 is not None else f'{"-":>12}'
+            rounds = e.get(f'round_ratio_to_{ref}')
+            if rounds is not None and label.rsplit('/', 1)[-1] != ref:
+                row += (f'  (per round {rounds["median"]:.2f} '
+                        f'[{rounds["min"]:.2f}-{rounds["max"]:.2f}])')
             eager = e.get(f'ratio_to_{ref}_eager')
             if eager is not None:
                 row += f'  ({eager:.2f} x eager {ref})'
