@@ -110,12 +110,32 @@ def merge(x: torch.Tensor, batch: int, rows: int, cols: int, ws: int,
     return x[:, top:top + height, left:left + width]
 
 
+def _compute_mask_index(window_size: int, capacity: int,
+                        device: torch.device) -> torch.Tensor:
+    tokens = window_size**2
+    cross = torch.arange(tokens, tokens + capacity).expand(tokens, capacity)
+    return torch.cat((relative_offset_index(window_size), cross),
+                     dim=1).to(device)
+
+
+# Thread-safe and bounded; one entry per window size and power-of-two
+# capacity of cross keys.
+_cached_mask_index = functools.lru_cache(maxsize=16)(_compute_mask_index)
+
+
 def attention_mask(biases: torch.Tensor,
                    index: torch.Tensor,
                    token_bias: torch.Tensor | None = None,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """The additive attention mask of an FCA block, ``(1, heads, N, N +
     num_cross)``, computed from its current parameters (nothing is kept).
+
+    With cross keys, outside of compilation and tracing, the mask is one
+    ``gather`` from the table of both biases (``attention_biases`` then
+    ``s_token_bias``, a few KiB) by an index that depends on the window size
+    only (kept for the last few shapes): this writes the mask once, where
+    gathering the position bias and then concatenating the cross-key bias
+    writes most of it twice. The numbers are the same.
 
     Args:
         biases (torch.Tensor): ``(heads, N)`` relative position bias table
@@ -126,10 +146,23 @@ def attention_mask(biases: torch.Tensor,
             None (no cross keys).
         dtype (torch.dtype, optional): Defaults to that of ``biases``.
     """
-    mask = gather_bias(biases, index)
-    if token_bias is not None:
-        mask = torch.cat(
-            (mask, token_bias[0].expand(-1, mask.shape[1], -1)), dim=-1)
+    heads, tokens = biases.shape
+    window_size = math.isqrt(tokens)
+    if token_bias is None:
+        mask = gather_bias(biases, index)
+    elif (torch.compiler.is_compiling() or torch.jit.is_tracing()
+          or index.shape != (tokens, tokens)
+          or window_size**2 != tokens):
+        mask = torch.cat((biases[:, index],
+                          token_bias[0].expand(-1, tokens, -1)), dim=-1)
+    else:
+        num_cross = token_bias.shape[-1]
+        capacity = 1 << (num_cross - 1).bit_length()
+        full = _cached_mask_index(window_size, capacity, index.device)
+        width = tokens + num_cross
+        table = torch.cat((biases, token_bias.reshape(heads, num_cross)), 1)
+        mask = table[:, None].expand(heads, tokens, width).gather(
+            2, full[None, :, :width].expand(heads, -1, -1))
     mask = mask.unsqueeze(0)
     return mask if dtype in (None, mask.dtype) else mask.to(dtype)
 

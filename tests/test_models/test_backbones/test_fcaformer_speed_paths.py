@@ -220,6 +220,36 @@ def test_gather_bias_matches_advanced_indexing(window_size, heads):
     torch.testing.assert_close(grad, expected_grad)
 
 
+@pytest.mark.parametrize('window_size,num_cross', [(7, 4), (7, 12),
+                                                   (14, 16), (14, 112)])
+def test_attention_mask_with_cross_keys_matches_gather_then_cat(
+        window_size, num_cross):
+    """The one-gather mask is the position bias gathered by advanced
+    indexing next to the broadcast cross-key bias, with the same gradients
+    for both tables."""
+    heads = 3
+    index = windows.relative_offset_index(window_size)
+    # Float64: the two backward passes sum in different orders.
+    gen = torch.Generator().manual_seed(window_size + num_cross)
+    biases = torch.randn(heads, window_size**2, generator=gen,
+                         dtype=torch.float64, requires_grad=True)
+    token_bias = torch.randn(1, heads, 1, num_cross, generator=gen,
+                             dtype=torch.float64, requires_grad=True)
+    tokens = window_size**2
+    expected = torch.cat(
+        (biases[:, index], token_bias[0].expand(-1, tokens, -1)),
+        dim=-1)[None]
+    got = windows.attention_mask(biases, index, token_bias)
+    assert got.shape == (1, heads, tokens, tokens + num_cross)
+    assert got.is_contiguous() and torch.equal(got, expected)
+    weight = torch.randn(expected.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((got * weight).sum(), (biases, token_bias))
+    expected_grads = torch.autograd.grad((expected * weight).sum(),
+                                         (biases, token_bias))
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_blocks_of_a_window_size_share_one_offset_index():
     model = FcaFormer('l1')
     for stage in (model.layer_2, model.layer_3):
