@@ -210,6 +210,12 @@ def round_ratios(times: Sequence[float] | None,
                 max=max(ratios), rounds=len(ratios))
 
 
+def format_round_ratios(rounds: Mapping) -> str:
+    """:func:`round_ratios`' result as ``median [min-max]``."""
+    return (f'{rounds["median"]:.2f} [{rounds["min"]:.2f}-'
+            f'{rounds["max"]:.2f}]')
+
+
 def mmpretrain_config_dir() -> Path:
     """The configs (and metafiles) of the installed mmpretrain, which
     ``mmpretrain::`` config paths point into."""
@@ -490,8 +496,7 @@ def format_edge_table(report: Mapping) -> str:
                 + _cell(p['paper_memory_ratio'], '.2f', 7)
                 + _cell(p['memory_met'], '', 5)
                 + ('' if rounds is None else
-                   f'  {rounds["median"]:.2f} [{rounds["min"]:.2f}-'
-                   f'{rounds["max"]:.2f}]'))
+                   f'  {format_round_ratios(rounds)}'))
         lines.append('(latency: ratio of the medians; per round: the ratios '
                      'of the times of each round-robin round)')
     errors = {k: v['error'] for k, v in report.get(

@@ -786,8 +786,8 @@ def format_table(report: dict) -> str:
             row += f'{r2:>12.2f}' if r2 is not None else f'{"-":>12}'
             rounds = e.get(f'round_ratio_to_{ref}')
             if rounds is not None and label.rsplit('/', 1)[-1] != ref:
-                row += (f'  (per round {rounds["median"]:.2f} '
-                        f'[{rounds["min"]:.2f}-{rounds["max"]:.2f}])')
+                row += (f'  (per round '
+                        f'{edge_table.format_round_ratios(rounds)})')
             eager = e.get(f'ratio_to_{ref}_eager')
             if eager is not None:
                 row += f'  ({eager:.2f} x eager {ref})'

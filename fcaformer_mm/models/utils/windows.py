@@ -56,6 +56,15 @@ def _compute_bias_index(heads: int, window_size: int,
 _cached_bias_index = functools.lru_cache(maxsize=16)(_compute_bias_index)
 
 
+def _flat_index_applies(index: torch.Tensor, tokens: int) -> bool:
+    """Whether the cached shape-only indices may replace ``index``: eager
+    (not compiling or tracing), and ``index`` the ``(N, N)`` offset index of
+    a square window of ``N = tokens`` positions."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or index.shape != (tokens, tokens)
+                or math.isqrt(tokens)**2 != tokens)
+
+
 def gather_bias(biases: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``biases[:, index]``: the relative position bias of every pair of
     window positions, ``(heads, N, N)`` from a ``(heads, N)`` table and
@@ -67,12 +76,9 @@ def gather_bias(biases: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     than advanced indexing; the numbers are the same.
     """
     heads, tokens = biases.shape
-    window_size = math.isqrt(tokens)
-    if (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or index.shape != (tokens, tokens)
-            or window_size**2 != tokens):
+    if not _flat_index_applies(index, tokens):
         return biases[:, index]
-    flat = _cached_bias_index(heads, window_size, index.device)
+    flat = _cached_bias_index(heads, math.isqrt(tokens), index.device)
     return biases.reshape(-1).index_select(0, flat).view(
         heads, tokens, tokens)
 
@@ -147,22 +153,19 @@ def attention_mask(biases: torch.Tensor,
         dtype (torch.dtype, optional): Defaults to that of ``biases``.
     """
     heads, tokens = biases.shape
-    window_size = math.isqrt(tokens)
-    if token_bias is None:
-        mask = gather_bias(biases, index)
-    elif (torch.compiler.is_compiling() or torch.jit.is_tracing()
-          or index.shape != (tokens, tokens)
-          or window_size**2 != tokens):
-        mask = torch.cat((biases[:, index],
-                          token_bias[0].expand(-1, tokens, -1)), dim=-1)
-    else:
+    if token_bias is not None and _flat_index_applies(index, tokens):
         num_cross = token_bias.shape[-1]
         capacity = 1 << (num_cross - 1).bit_length()
-        full = _cached_mask_index(window_size, capacity, index.device)
+        full = _cached_mask_index(math.isqrt(tokens), capacity, index.device)
         width = tokens + num_cross
         table = torch.cat((biases, token_bias.reshape(heads, num_cross)), 1)
         mask = table[:, None].expand(heads, tokens, width).gather(
             2, full[None, :, :width].expand(heads, -1, -1))
+    else:
+        mask = gather_bias(biases, index)
+        if token_bias is not None:
+            mask = torch.cat(
+                (mask, token_bias[0].expand(-1, tokens, -1)), dim=-1)
     mask = mask.unsqueeze(0)
     return mask if dtype in (None, mask.dtype) else mask.to(dtype)
 
