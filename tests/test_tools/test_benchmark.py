@@ -356,6 +356,52 @@ def test_edge_table_l1_against_convnext_t(bench, tmp_path, capsys):
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_edge_table_training_step_and_its_memory(bench, tmp_path, capsys):
+    report = run_tool(bench, tmp_path, '--table', 'edge', '--models',
+                      *EDGE_NAMES, '--metrics', 'train', 'train-memory',
+                      '--size', '32', '32', '--train-batch', '2',
+                      '--warmup', '0', '--repeats', '2')
+    assert report['meta']['metrics'] == ['train', 'train-memory']
+    # Deployed models are for inference: neither timed nor measured.
+    train = report['times']['train/fp32']
+    assert list(train) == ['fcaformer-l1', 'convnext-t']
+    for entry in train.values():
+        check_entry(entry, 2)
+    assert train['fcaformer-l1']['ratio_to_convnext-t'] == pytest.approx(
+        train['fcaformer-l1']['median_ms'] / train['convnext-t']['median_ms'])
+    rows = report['memory']
+    assert [(r['model'], r['source'], r['with_cp'], r['batch'])
+            for r in rows] == [('fcaformer-l1', 'classifier', False, 2),
+                               ('convnext-t', 'classifier', False, 2)]
+    for row in rows:
+        assert 'error' not in row, row.get('error')
+        assert row['method'] == 'cpu_vmhwm' and row['peak_mib'] > 0
+        assert row['params'] == report['params'][row['model']]
+    assert rows[0]['ratio_to_convnext-t'] == pytest.approx(
+        rows[0]['peak_mib'] / rows[1]['peak_mib'])
+    out = capsys.readouterr().out
+    assert 'classifier/fcaformer-l1' in out
+    assert 'Edge-device table' not in out  # no latency, no inference memory
+
+
+@pytest.mark.parametrize('name', ['fcaformer-l1', 'efficientformer-l1'])
+def test_edge_classifier_loss_reaches_every_weight(bench, name):
+    """The classifiers' training loss (EfficientFormer's distillation head
+    has none in mmpretrain) is a cross-entropy that trains every weight."""
+    from fcaformer_mm.utils import edge_table
+
+    model, scope = edge_table.build_classifier(name)
+    subject = bench.Subject(name, name, model.train(), scope)
+    assert subject.trainable
+    loss = subject.loss(torch.randn(2, 3, 224, 224))
+    # Random weights: about the loss of a uniform guess over 1000 classes.
+    assert 4 < loss.item() < 10
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and p.grad is None]
+    assert not missing
+
+
 def test_round_ratios_pair_the_rounds():
     """Each paired ratio divides two times of the same round (the same
     machine load): ratios of times of different rounds never enter."""
@@ -415,8 +461,12 @@ def test_edge_and_dense_argument_errors(bench):
         bench.parse_args(['--table', 'edge', '--models', 'fcaformer'])
     with pytest.raises(SystemExit):  # an edge name in the dense table
         bench.parse_args(['--models', 'fcaformer-l1'])
-    with pytest.raises(SystemExit):
-        bench.parse_args(['--table', 'edge', '--metrics', 'train'])
+    with pytest.raises(SystemExit):  # the dense table's is 'memory'
+        bench.parse_args(['--metrics', 'train-memory'])
+    with pytest.raises(SystemExit):  # inference memory: CPU only
+        bench.parse_args(['--table', 'edge', '--device', 'cuda',
+                          '--metrics', 'memory'])
+    assert 'train-memory' not in bench.parse_args([]).metrics
     with pytest.raises(SystemExit):
         bench.parse_args(['--table', 'edge', '--reference', 'swin-x'])
     with pytest.raises(SystemExit):  # fixed 7x7 attention map

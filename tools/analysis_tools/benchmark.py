@@ -10,8 +10,9 @@ throughput
     Inference time of a batch of ``--batch`` images; images per second.
 train
     One training step on ``--train-batch`` images: forward, backward of the
-    sum of the output means (backbones) or of the model's losses (whole
-    models), AdamW step.
+    sum of the output means (backbones), of the model's losses (whole
+    models) or of the cross-entropy of the class scores against fixed
+    random labels (edge-table classifiers), AdamW step.
 compiled
     Latency of ``torch.compile(model)`` (with ``--compile-freezing``, under
     inductor's ``freezing``, which treats the weights as constants: folds
@@ -32,6 +33,9 @@ memory
     ``torch.cuda.max_memory_allocated`` above what is allocated before the
     step. The table gives the ratio to ``--reference`` (same ``with_cp``
     and precision).
+train-memory
+    (``--table edge``) The ``memory`` above for the classifiers (no
+    ``with_cp``; not the ``-deploy`` variants).
 
 Every timing is done in fp32 and in mixed precision (``--precisions``:
 ``bf16`` is autocast on CPU or GPU, ``fp16`` autocast with a gradient
@@ -94,13 +98,14 @@ The paper's edge-device table (``--table edge``)
     (``fcaformer-l1``...) and after ``switch_to_deploy()``
     (``fcaformer-l1-deploy``...), ConvNeXt-T/S/B/L, Swin-T/S/B and
     EfficientFormer-L1/L3/L7 from mmpretrain's configs. Metrics: ``latency``
-    (and ``throughput``, ``compiled``) timed as above, and ``memory``, here
-    the inference memory: the rise of the peak resident set size of a
-    fresh process per model from before the model is built to after one
-    forward (weights and activations). The table prints the medians and
-    memory, their ratios to ``--reference``, the paper's ARM figures and
-    ratios beside them, and the pairs L1/ConvNeXt-T, L2/ConvNeXt-T,
-    L3/ConvNeXt-S, L4/ConvNeXt-B against their targets (latency ratio at
+    (and ``throughput``, ``compiled``, ``train``, ``train-memory``) as
+    above, and ``memory``, here the inference memory: the rise of the peak
+    resident set size of a fresh process per model from before the model
+    is built to after one forward (weights and activations; CPU only).
+    The table prints the medians and memory, their ratios to
+    ``--reference``, the paper's ARM figures and ratios beside them, and
+    the pairs L1/ConvNeXt-T, L2/ConvNeXt-T, L3/ConvNeXt-S, L4/ConvNeXt-B
+    against their targets (latency ratio at
     most the MAC ratio, memory ratio at most the paper's); ``--plot``
     draws published top-1 against measured latency.
 
@@ -164,11 +169,11 @@ UPERNET_BACKBONE = {
 #: ``--official-path``).
 DEFAULT_MODELS = ('fcaformer', 'fcaformer-deploy', 'official', 'convnext-t',
                   'swin-t')
-METRICS = ('latency', 'throughput', 'train', 'compiled', 'memory')
+METRICS = ('latency', 'throughput', 'train', 'compiled', 'memory',
+           'train-memory')
 TABLES = ('dense', 'edge')
 #: Models of ``--table edge`` (classifiers), and the default set.
 EDGE_MODEL_NAMES = tuple(edge_table.EDGE_MODELS)
-EDGE_METRICS = ('latency', 'throughput', 'compiled', 'memory')
 ARCHS = ('l1', 'l2', 'l3', 'l4')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 #: FcaFormer-L2 as in the official dense configs.
@@ -323,9 +328,10 @@ class Subject:
     @property
     def trainable(self) -> bool:
         # Training never uses oneDNN linears: fcaformer-blas would repeat
-        # fcaformer.
-        return self.name not in ('fcaformer-deploy', 'fcaformer-blas') and (
-            self.scope in (None, 'mmseg'))
+        # fcaformer; deployed models are for inference.
+        if self.name.endswith('-deploy') or self.name == 'fcaformer-blas':
+            return False
+        return self.scope in (None, 'mmseg', 'mmpretrain')
 
     def options(self) -> contextlib.AbstractContextManager:
         """FcaFormer's execution options of this subject, for the whole
@@ -349,6 +355,15 @@ class Subject:
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         if self.scope is None:
             return sum(o.float().mean() for o in self.model(x))
+        if self.scope == 'mmpretrain':
+            # Every classifier alike (EfficientFormer's distillation head
+            # has no loss in mmpretrain): cross-entropy of the class
+            # scores against fixed random labels.
+            scores = tensor_forward(self.scope)(self.model, x)
+            labels = torch.randint(
+                scores.shape[1], (scores.shape[0], ),
+                generator=torch.Generator().manual_seed(0)).to(scores.device)
+            return nn.functional.cross_entropy(scores.float(), labels)
         losses = self.model.loss(x, _seg_samples(x))
         return sum(v for k, v in losses.items()
                    if 'loss' in k and isinstance(v, torch.Tensor))
@@ -645,6 +660,54 @@ def add_memory_ratios(rows: list[dict], reference: str) -> None:
             row[f'ratio_to_{reference}'] = row['peak_mib'] / ref['peak_mib']
 
 
+def measure_edge_train_memory(args: argparse.Namespace) -> list[dict]:
+    """Peak memory of one training step of every edge-table classifier
+    but the ``-deploy`` variants (inference only), defined as the dense
+    ``memory`` metric (:func:`peak_step_memory`; a fresh process per model
+    and precision on the CPU), at ``--train-batch`` images."""
+    rows = []
+    for name in args.models:
+        if name.endswith('-deploy'):
+            continue
+        for precision in args.precisions:
+            spec = dict(
+                kind='edge-train',
+                name=name,
+                precision=precision,
+                batch=args.train_batch,
+                size=list(args.size),
+                device=args.device,
+                threads=args.threads)
+            print(f'[{time.strftime("%H:%M:%S")}] training memory {name} '
+                  f'{precision}', file=sys.stderr, flush=True)
+            row = dict(model=name, source='classifier', with_cp=False,
+                       precision=precision, batch=args.train_batch,
+                       size=list(args.size))
+            row.update(
+                _edge_train_memory(spec) if args.device.startswith('cuda')
+                else _run_child(spec))
+            rows.append(row)
+    add_memory_ratios(rows, args.reference)
+    return rows
+
+
+def _edge_train_memory(spec: dict) -> dict:
+    """One :func:`measure_edge_train_memory` row, in this process."""
+    model, scope = edge_table.build_classifier(spec['name'])
+    subject = Subject(spec['name'], spec['name'], model.to(spec['device']),
+                      scope)
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        return dict(
+            peak_step_memory(subject, spec['batch'], spec['size'],
+                             spec['device'], spec['precision']),
+            params=params)
+    finally:
+        del subject, model
+        if spec['device'].startswith('cuda'):
+            torch.cuda.empty_cache()
+
+
 def _memory_of(args, name, config, with_cp, precision) -> dict:
     if args.device.startswith('cuda'):
         return _memory_child(args, name, config, with_cp, precision)
@@ -723,6 +786,9 @@ def memory_child_main(spec: str) -> int:
             opts['name'], opts['size'],
             onednn_linear=opts.get('onednn_linear', False))
         print(json.dumps(result))
+        return 0
+    if opts.get('kind') == 'edge-train':
+        print(json.dumps(_edge_train_memory(opts)))
         return 0
     if opts['official_path']:
         OfficialBackbone.official_cls = load_official_dense(
@@ -860,8 +926,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         'backbones under the same heads')
     parser.add_argument(
         '--metrics', nargs='+', default=None, choices=METRICS,
-        help=f'default: all for dense, {" ".join(("latency", "memory"))} for '
-        'edge (where memory is inference memory and train is not offered)')
+        help='default: all for dense but train-memory, latency memory for '
+        'edge, where memory is inference memory and train-memory the '
+        'training step\'s (dense: memory)')
     parser.add_argument(
         '--precisions', nargs='+', default=None, choices=PRECISIONS,
         help='default: fp32 bf16 on CPU, fp32 fp16 bf16 on CUDA; fp32 for '
@@ -918,21 +985,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.size is None:
         args.size = [224, 224] if edge else [512, 512]
     if args.metrics is None:
-        args.metrics = ['latency', 'memory'] if edge else list(METRICS)
+        args.metrics = ['latency', 'memory'] if edge else [
+            m for m in METRICS if m != 'train-memory']
     if args.precisions is None:
         args.precisions = (['fp32'] if edge else ['fp32', 'bf16']
                            if args.device == 'cpu' else
                            ['fp32', 'fp16', 'bf16'])
+    if not edge and 'train-memory' in args.metrics:
+        parser.error('--metrics train-memory belongs to --table edge; the '
+                     "dense table's training-step memory is --metrics memory")
     if edge:
-        if 'train' in args.metrics:
-            parser.error('--table edge measures inference only: choose '
-                         f'--metrics from {" ".join(EDGE_METRICS)}')
         if args.configs or args.official_path:
             parser.error('--configs and --official-path belong to --table '
                          'dense; the edge table builds its own classifiers')
         if 'memory' in args.metrics and args.device != 'cpu':
             parser.error('inference memory (--metrics memory) is measured '
-                         'on the CPU only; drop it for --device cuda')
+                         'on the CPU only; drop it for --device cuda '
+                         '(train-memory measures training steps there)')
         fixed = [m for m in args.models if m.startswith('efficientformer')]
         if fixed and list(args.size) != [224, 224]:
             parser.error(f'{fixed} run at 224x224 only (attention biases of '
@@ -980,7 +1049,7 @@ def _meta(args: argparse.Namespace) -> dict:
 def _time_all(args: argparse.Namespace, report: dict) -> None:
     """Every timed metric, in every precision, into ``report['times']``;
     parameter counts into ``report['params']``."""
-    timed = [m for m in args.metrics if m not in ('memory', )]
+    timed = [m for m in args.metrics if m not in ('memory', 'train-memory')]
     if not timed:
         return
     subjects = make_subjects(args)
@@ -1012,6 +1081,8 @@ def run(args: argparse.Namespace) -> dict:
             report['inference_memory'] = measure_inference_memory(args)
         else:
             report['memory'] = measure_memory(args)
+    if 'train-memory' in args.metrics:
+        report['memory'] = measure_edge_train_memory(args)
     report['meta']['machine_after'] = machine_state()
     if args.table == 'edge':
         precision = args.precisions[0]
@@ -1031,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return memory_child_main(args.memory_child)
     report = run(args)
     print(format_table(report))
-    if args.table == 'edge':
+    if args.table == 'edge' and report['edge']['rows']:
         print(edge_table.format_edge_table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
