@@ -640,8 +640,18 @@ def measure_memory(args: argparse.Namespace) -> list[dict]:
                         precision=precision,
                         batch=args.train_batch,
                         size=list(args.size))
-                    row.update(_memory_of(args, name, config, with_cp,
-                                          precision))
+                    row.update(_memory_of(dict(
+                        kind='train',
+                        name=name,
+                        config=config,
+                        with_cp=with_cp,
+                        precision=precision,
+                        batch=args.train_batch,
+                        size=list(args.size),
+                        device=args.device,
+                        threads=args.threads,
+                        arch=args.arch,
+                        official_path=args.official_path)))
                     rows.append(row)
     add_memory_ratios(rows, args.reference)
     return rows
@@ -670,61 +680,31 @@ def measure_edge_train_memory(args: argparse.Namespace) -> list[dict]:
         if name.endswith('-deploy'):
             continue
         for precision in args.precisions:
-            spec = dict(
+            print(f'[{time.strftime("%H:%M:%S")}] training memory {name} '
+                  f'{precision}', file=sys.stderr, flush=True)
+            row = dict(model=name, source='classifier', with_cp=False,
+                       precision=precision, batch=args.train_batch,
+                       size=list(args.size))
+            row.update(_memory_of(dict(
                 kind='edge-train',
                 name=name,
                 precision=precision,
                 batch=args.train_batch,
                 size=list(args.size),
                 device=args.device,
-                threads=args.threads)
-            print(f'[{time.strftime("%H:%M:%S")}] training memory {name} '
-                  f'{precision}', file=sys.stderr, flush=True)
-            row = dict(model=name, source='classifier', with_cp=False,
-                       precision=precision, batch=args.train_batch,
-                       size=list(args.size))
-            row.update(
-                _edge_train_memory(spec) if args.device.startswith('cuda')
-                else _run_child(spec))
+                threads=args.threads)))
             rows.append(row)
     add_memory_ratios(rows, args.reference)
     return rows
 
 
-def _edge_train_memory(spec: dict) -> dict:
-    """One :func:`measure_edge_train_memory` row, in this process."""
-    model, scope = edge_table.build_classifier(spec['name'])
-    subject = Subject(spec['name'], spec['name'], model.to(spec['device']),
-                      scope)
-    params = sum(p.numel() for p in model.parameters())
-    try:
-        return dict(
-            peak_step_memory(subject, spec['batch'], spec['size'],
-                             spec['device'], spec['precision']),
-            params=params)
-    finally:
-        del subject, model
-        if spec['device'].startswith('cuda'):
-            torch.cuda.empty_cache()
-
-
-def _memory_of(args, name, config, with_cp, precision) -> dict:
-    if args.device.startswith('cuda'):
-        return _memory_child(args, name, config, with_cp, precision)
-    # A fresh process per measurement keeps other models' memory out.
-    return _run_child(
-        dict(
-            kind='train',
-            name=name,
-            config=config,
-            with_cp=with_cp,
-            precision=precision,
-            batch=args.train_batch,
-            size=list(args.size),
-            device=args.device,
-            threads=args.threads,
-            arch=args.arch,
-            official_path=args.official_path))
+def _memory_of(spec: dict) -> dict:
+    """One training-step memory measurement (:func:`_step_memory`): in this
+    process on CUDA (the allocator's peak is reset before the step), in a
+    fresh process on the CPU, which keeps other models' memory out."""
+    if spec['device'].startswith('cuda'):
+        return _step_memory(spec)
+    return _run_child(spec)
 
 
 def _run_child(spec: dict) -> dict:
@@ -758,22 +738,29 @@ def measure_inference_memory(args: argparse.Namespace) -> dict[str, dict]:
     return out
 
 
-def _memory_child(args, name, config, with_cp, precision) -> dict:
-    arch = getattr(args, 'arch', 'l2')
-    if config is None:
-        model, scope = build_backbone(name, with_cp, arch), None
+def _step_memory(spec: dict) -> dict:
+    """Build the model of ``spec`` (``kind`` ``'train'``: a dense backbone,
+    or the whole model of ``config``; ``'edge-train'``: an edge-table
+    classifier) and measure :func:`peak_step_memory` in this process."""
+    name, device = spec['name'], spec['device']
+    if spec['kind'] == 'edge-train':
+        model, scope = edge_table.build_classifier(name)
+    elif spec['config'] is None:
+        model = build_backbone(name, spec['with_cp'], spec['arch'])
+        scope = None
     else:
-        model, scope = build_whole(config, name, with_cp, arch)
-    subject = Subject(name, name, model.to(args.device), scope)
+        model, scope = build_whole(spec['config'], name, spec['with_cp'],
+                                   spec['arch'])
+    subject = Subject(name, name, model.to(device), scope)
     params = sum(p.numel() for p in model.parameters())
     try:
         return dict(
-            peak_step_memory(subject, args.train_batch, args.size,
-                             args.device, precision),
+            peak_step_memory(subject, spec['batch'], spec['size'], device,
+                             spec['precision']),
             params=params)
     finally:
         del subject, model
-        if args.device.startswith('cuda'):
+        if device.startswith('cuda'):
             torch.cuda.empty_cache()
 
 
@@ -787,20 +774,10 @@ def memory_child_main(spec: str) -> int:
             onednn_linear=opts.get('onednn_linear', False))
         print(json.dumps(result))
         return 0
-    if opts.get('kind') == 'edge-train':
-        print(json.dumps(_edge_train_memory(opts)))
-        return 0
-    if opts['official_path']:
+    if opts.get('official_path'):
         OfficialBackbone.official_cls = load_official_dense(
             opts['official_path'])
-    args = argparse.Namespace(
-        device=opts['device'],
-        train_batch=opts['batch'],
-        size=opts['size'],
-        arch=opts.get('arch', 'l2'))
-    result = _memory_child(args, opts['name'], opts['config'],
-                           opts['with_cp'], opts['precision'])
-    print(json.dumps(result))
+    print(json.dumps(_step_memory(opts)))
     return 0
 
 
