@@ -1,8 +1,8 @@
 """FcaFormer backbone: the architecture, with the official module and
 parameter names, so that official checkpoints load without conversion.
 
-Layers, windows, CPU inference and training kernels, the code-path choice,
-checkpoint loading and layer-decay rules live in :mod:`..utils`.
+Layers, windows, argument checks, checkpoint loading and layer-decay rules
+live in :mod:`..utils`.
 """
 from __future__ import annotations
 
@@ -21,16 +21,13 @@ from torch import nn
 
 from fcaformer_mm.registry import MODELS
 
-from ..utils import arguments, cpu_kernels, train_kernels, windows
+from ..utils import arguments, windows
 from ..utils.checkpoint import load_pretrained, split_init_cfg
-from ..utils.cpu_kernels import conv_bn, linear, linear_layer, mlp_rows
-from ..utils.execution import current_options, fast_inference, is_exporting
 from ..utils.layer_decay import get_layer_id_layer_wise_cab, num_decay_layers
 from ..utils.layers import (
     ConvBN,
     DropPath,
     LayerNorm2d,
-    attention,
     checkpointed_call,
     drop_path_per_window,
     fold_layer_scale,
@@ -52,11 +49,6 @@ class Stem(BaseModule):
             ConvBN(embed_dim // 2, embed_dim, 3, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_inference(self):
-            return conv_bn(self.seq[2], conv_bn(self.seq[0], x, gelu=True))
-        if train_kernels.applies(self, x):
-            return train_kernels.conv_bn_gelu_chain(
-                x, (self.seq[0], self.seq[2]))
         return self.seq(x)
 
 
@@ -73,13 +65,6 @@ class Downsample(BaseModule):
         self.conv3 = ConvBN(out_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_inference(self):
-            x = conv_bn(self.conv1, x, gelu=True)
-            x = conv_bn(self.conv2, x, gelu=True)
-            return conv_bn(self.conv3, x)
-        if train_kernels.applies(self, x):
-            return train_kernels.conv_bn_gelu_chain(
-                x, (self.conv1, self.conv2, self.conv3))
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 
@@ -109,17 +94,8 @@ class ConvNeXtBlock(BaseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.dwconv(x).permute(0, 2, 3, 1)
-        if fast_inference(self):
-            res = shortcut.permute(0, 2, 3, 1)
-            return mlp_rows(x, self.pwconv1, self.pwconv2, self.gamma,
-                            self.norm, res).permute(0, 3, 1, 2)
-        if train_kernels.applies(self, x):
-            x = train_kernels.norms_mlp(x, (self.norm, ), self.pwconv1,
-                                        self.pwconv2, self.gamma)
-        else:
-            x = scaled(self.gamma,
-                       self.pwconv2(self.act(self.pwconv1(self.norm(x)))))
+        x = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        x = scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(x))))
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
     def switch_to_deploy(self) -> None:
@@ -144,13 +120,12 @@ class Mlp(BaseModule):
 
 
 class FcaBlock(BaseModule):
-    """Fused-cross-attention block of stages 2 and 3.
+    """Forward-cross-attention block of stages 2 and 3.
 
     It pads the map to whole windows, attends inside each window and to the
-    cross tokens of the earlier blocks, and crops back: what the official
-    block computes, with less work (MLP on real positions only, ``qkv`` on
-    real positions plus one zero row, cross tokens projected to keys and
-    values only).
+    cross tokens of the earlier blocks, and crops back, as the official
+    dense block does (at 224x224 nothing is padded: the official
+    classifier's block). Cross tokens are projected to keys and values only.
 
     Args:
         dim (int): Channels.
@@ -215,11 +190,14 @@ class FcaBlock(BaseModule):
             self.attention_biases, self.attention_bias_idxs,
             self.s_token_bias if self.num_cross > 0 else None, dtype)
 
-    def _attention(self, qkv: torch.Tensor, cross: torch.Tensor | None,
-                   num_windows: int, fast: bool, train: bool) -> torch.Tensor:
-        """Attention of window tokens given their ``qkv`` (before proj)."""
-        dim, heads = self.dim, self.num_heads
-        kv = None
+    def attention(self, x: torch.Tensor,
+                  cross: torch.Tensor | None) -> torch.Tensor:
+        """Multi-head attention of ``(nW, N, C)`` window tokens to the
+        window and to the ``(nW, num_cross, C)`` cross tokens, before
+        ``proj``."""
+        # Called first, so that weights made by forward pre-hooks (pruning,
+        # weight norm) are current when the cross tokens read them below.
+        qkv = self.qkv(x)
         if self.num_cross > 0:
             if cross is None or cross.shape[1] != self.num_cross:
                 got = None if cross is None else tuple(cross.shape)
@@ -228,18 +206,13 @@ class FcaBlock(BaseModule):
             cross = self.s_norm(cross * self.s_scale_factors)
             # Cross tokens serve as keys and values only, so the query third
             # of the shared ``qkv`` projection is not computed for them.
-            kv = (linear if fast else F.linear)(cross, self.qkv.weight[dim:],
-                                                self.qkv.bias[dim:])
+            cross = F.linear(cross, self.qkv.weight[self.dim:],
+                             self.qkv.bias[self.dim:])
+        q, k, v = windows.split_heads(qkv, cross, self.num_heads)
         # One softmax spans the window's keys and the cross keys.
-        mask = self.attention_mask(qkv.dtype)
-        fused = current_options().fused_attention
-        if train and fused and train_kernels.window_attention_fits(qkv):
-            x = train_kernels.window_attention(qkv, kv, mask, heads,
-                                               self.scale)
-        else:
-            x = attention(*windows.split_heads(qkv, kv, heads), mask,
-                          self.scale, fused)
-        return x.transpose(1, 2).reshape(num_windows, -1, dim)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=self.attention_mask(q.dtype), scale=self.scale)
+        return x.transpose(1, 2).flatten(2)
 
     def forward(self, x: torch.Tensor, cross: torch.Tensor | None = None,
                 pad_top_left: bool = True
@@ -262,69 +235,20 @@ class FcaBlock(BaseModule):
         pad_h, pad_w = (-height) % ws, (-width) % ws
         top, left = (pad_h, pad_w) if pad_top_left else (0, 0)
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
-        num_windows = batch * rows * cols
-        explicit = is_exporting() or current_options().explicit_windows
-        fast = fast_inference(self)
-        train = train_kernels.applies(self, x)
-        padded = explicit or pad_h > 0 or pad_w > 0
-        if not padded or explicit:
-            # Traced graphs pad whatever the example size (sizes the tracer
-            # records); unpadded windows are a view (one per image) or copy.
-            pad = (top, pad_h - top, left, pad_w - left) if padded else None
-            shortcut = windows.partition(x, rows, cols, ws, pad)
-            qkv = linear_layer(self.qkv, self.norm1(shortcut), fast)
-        else:
-            # A zero-padded position has ``norm1(0) = norm1.bias`` and the
-            # same ``qkv`` everywhere: project the real positions and one
-            # zero row, then pad and partition both by one index_select.
-            to_windows, to_map = windows.window_indices(
-                batch, height, width, ws, top, left, x.device)
-            flat, zero = x.reshape(-1, dim), x.new_zeros(1, dim)
-            if train:
-                shortcut, qkv = train_kernels.windows_and_qkv(
-                    flat, self.norm1, self.qkv, to_windows, to_map)
-            else:
-                shortcut = torch.cat((flat, zero)).index_select(0, to_windows)
-                qkv = linear_layer(
-                    self.qkv, torch.cat((self.norm1(flat), self.norm1(zero))),
-                    fast).index_select(0, to_windows)
-            shortcut = shortcut.view(num_windows, ws * ws, dim)
-            qkv = qkv.view(num_windows, ws * ws, 3 * dim)
-        attn = self._attention(qkv, cross, num_windows, fast, train)
-        if train:  # layer scale inside the kernel
-            x = shortcut + self.drop_path(train_kernels.scaled_linear(
-                attn, self.proj, self.gamma_1))
-        elif fast:  # layer scale with the residual, one operator
-            x = cpu_kernels.add_scaled(
-                shortcut, linear_layer(self.proj, attn, fast), self.gamma_1)
-        else:
-            x = shortcut + self.drop_path(
-                scaled(self.gamma_1, linear_layer(self.proj, attn, fast)))
+        x = windows.partition(x, rows, cols, ws,
+                              (top, pad_h - top, left, pad_w - left))
+        x = x + self.drop_path(scaled(
+            self.gamma_1, self.proj(self.attention(self.norm1(x), cross))))
 
-        # (nW, ws*ws, C) -> (nW, C, ws, ws): a view in channels-last layout.
-        x = x.reshape(num_windows, ws, ws, dim).permute(0, 3, 1, 2)
+        x = x.reshape(-1, ws, ws, dim).permute(0, 3, 1, 2)
         new_cross = None
         if self.dw_conv is not None:
             new_cross = self.dw_conv(x).flatten(2).transpose(1, 2)
         # The official block has no shortcut around ``local_conv``.
-        x = conv_bn(self.local_conv, x) if fast else self.local_conv(x)
-        x = x.permute(0, 2, 3, 1)
-        if not padded or explicit:
-            crop = (top, left, height, width) if padded else None
-            x = windows.merge(x, batch, rows, cols, ws, crop)
-        else:
-            flat = x.reshape(-1, dim)
-            flat = train_kernels.gather_rows(flat, to_map, to_windows) \
-                if train else flat.index_select(0, to_map)
-            x = flat.view(batch, height, width, dim)
+        x = self.local_conv(x).permute(0, 2, 3, 1)
+        x = windows.merge(x, batch, rows, cols, ws, (top, left, height, width))
 
-        if fast:
-            return mlp_rows(self.norm2(x), self.mlp.fc1, self.mlp.fc2,
-                            self.gamma_2, self.mlp.norm, x), new_cross
-        mlp = train_kernels.norms_mlp(
-            x, (self.norm2, self.mlp.norm), self.mlp.fc1, self.mlp.fc2,
-            self.gamma_2) if train else scaled(self.gamma_2,
-                                               self.mlp(self.norm2(x)))
+        mlp = scaled(self.gamma_2, self.mlp(self.norm2(x)))
         return x + drop_path_per_window(mlp, self.drop_path.drop_prob,
                                         self.training, (rows, cols, ws),
                                         (top, left)), new_cross

@@ -6,8 +6,6 @@ from numbers import Integral
 
 import torch
 
-from .cpu_kernels import autocast_on
-
 ARCH_KEYS = ('embed_dims', 'depths', 'num_heads')
 
 
@@ -121,3 +119,11 @@ def check_images(x: torch.Tensor, in_channels: int,
             f'{weight.dtype}: cast the images with x.to({weight.dtype}), '
             f'convert the model with model.to({x.dtype}), or run it under '
             f"torch.autocast('{x.device.type}', dtype={x.dtype}).")
+
+
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type``."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return device_type == 'cpu' and torch.is_autocast_cpu_enabled()

@@ -100,18 +100,6 @@ def scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return x if gamma is None else gamma * x
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              mask: torch.Tensor, scale: float, fused: bool) -> torch.Tensor:
-    """``softmax(q k^T * scale + mask) v``, by
-    ``F.scaled_dot_product_attention`` if ``fused``, else by explicit
-    matrix products and softmax."""
-    if fused:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                              scale=scale)
-    attn = (q * scale) @ k.transpose(-2, -1) + mask
-    return attn.softmax(dim=-1) @ v
-
-
 def official_init(module: nn.Module) -> None:
     """FcaFormer's official initialisation of one module (an ``apply``
     target): truncated normal (std 0.02) convolution and linear weights,
@@ -255,13 +243,19 @@ def checkpointed_call(module: nn.Module, with_cp: bool, *args):
 
 def fold_layer_scale(module: nn.Module, name: str, linear: nn.Linear) -> None:
     """Fold the layer scale ``module.<name>`` into the ``linear`` layer whose
-    output it scales, and remove it (nothing happens if it is None)."""
+    output it scales, and remove it (nothing happens if it is None).
+
+    The folded weight and bias are new parameters: tensors that anything
+    else holds (a state-dict snapshot, a shared model) are left as they are.
+    """
     gamma = getattr(module, name)
     if gamma is None:
         return
     with torch.no_grad():
-        linear.weight.mul_(gamma[:, None])
-        linear.bias.mul_(gamma)
+        weight = linear.weight * gamma[:, None]
+        bias = linear.bias * gamma
+    linear.weight = nn.Parameter(weight, linear.weight.requires_grad)
+    linear.bias = nn.Parameter(bias, linear.bias.requires_grad)
     module.register_parameter(name, None)
 
 

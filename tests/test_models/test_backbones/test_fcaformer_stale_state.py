@@ -1,22 +1,15 @@
 """Nothing FcaFormer computes can go stale: weights changed in any way,
 ``.data`` copies included, show in the next forward; loading into a
-deployed model is refused; the reference and fast paths run side by side
-on two threads."""
+deployed model is refused."""
 from __future__ import annotations
 
 import copy
-import threading
 
 import pytest
 import torch
 from test_fcaformer import TINY, seeded_input, seeded_state_dict, shapes_of
 
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
-from fcaformer_mm.models.utils.execution import (
-    current_options,
-    execution_options,
-    reference_path,
-)
 
 
 def seeded_model(seed: int, **kwargs) -> FcaFormer:
@@ -86,8 +79,7 @@ def test_bn_statistics_and_layer_scales_through_data():
                           'attention_biases', 's_token_bias')):
             tensor.data.mul_(1.7)
     fresh = copy.deepcopy(model)
-    with reference_path():
-        expected = infer(fresh, x)
+    expected = infer(fresh, x)
     assert_same(infer(model, x), expected)
 
 
@@ -118,56 +110,3 @@ def test_loading_after_deploy_is_refused(tmp_path):
     fresh.switch_to_deploy()
     assert_same(infer(fresh, seeded_input((1, 3, 64, 64), seed=33)),
                 expected)
-
-
-def test_reference_and_fast_paths_on_two_threads():
-    """Each thread sees its own execution options: one runs the reference
-    path (every layer called as its module, seen by hooks) while the other
-    runs the fast path, at the same time, on the same model."""
-    model = seeded_model(3)
-    x = seeded_input((1, 3, 61, 75), seed=34)
-    with reference_path():
-        expected = infer(model, x)
-    pwconv1 = model.layer_0.blocks[0].pwconv1
-    calls: dict[str, int] = {}
-    local = threading.local()
-
-    def hook(module, inputs, output):
-        name = getattr(local, 'name', None)
-        calls[name] = calls.get(name, 0) + 1
-
-    handle = pwconv1.register_forward_hook(hook)
-    barrier = threading.Barrier(2)
-    results: dict[str, list] = {}
-    errors: list[BaseException] = []
-
-    def work(name: str, reference: bool) -> None:
-        try:
-            local.name = name
-            with execution_options(fast_inference=not reference):
-                barrier.wait(timeout=60)
-                outs = []
-                for _ in range(3):
-                    outs.append(infer(model, x))
-                    assert current_options().fast_inference != reference
-                results[name] = outs
-        except BaseException as err:  # reported in the main thread
-            errors.append(err)
-
-    threads = [
-        threading.Thread(target=work, args=('reference', True)),
-        threading.Thread(target=work, args=('fast', False)),
-    ]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-    finally:
-        handle.remove()
-    assert not errors, errors
-    assert calls == {'reference': 3}
-    for outs in results.values():
-        for out in outs:
-            assert_same(out, expected)
-    assert current_options().fast_inference  # the main thread's default
