@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from torch import nn
 from fcaformer_mm.analysis import flops as get_flops
 
 ROOT = Path(__file__).parents[2]
-TOOL = ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
 CONFIGS = ROOT / 'configs'
 
 
@@ -216,30 +213,6 @@ def test_cascade_mask_rois_capped():
     assert (capped['mask_rois'], full['mask_rois']) == (3, num_rois)
     assert full['nn_macs'] - capped['nn_macs'] == (
         3 * (num_rois - 3) * _mask_head_macs_per_roi())
-
-
-def test_command_line(tmp_path):
-    """The script runs on its own, importing the package via the config's
-    custom_imports."""
-    pytest.importorskip('mmpretrain')
-    out = tmp_path / 'result.json'
-    proc = subprocess.run([
-        sys.executable,
-        str(TOOL),
-        str(CONFIGS / 'fcaformer_l1_in1k.py'), '--shape', '32', '32',
-        '--full-counter', 'torch', '--json',
-        str(out)
-    ],
-                          capture_output=True,
-                          text=True,
-                          cwd=tmp_path,
-                          timeout=1800)
-    assert proc.returncode == 0, proc.stderr
-    assert 'FlopCounterMode' in proc.stdout
-    result = json.loads(out.read_text())
-    assert result['full_macs'] > result['nn_macs'] > 0
-    # torch's counter has no formula of its own for the CPU attention kernel.
-    assert result['matmul_macs'] > 0
 
 
 @pytest.mark.parametrize('shape,expected', [
