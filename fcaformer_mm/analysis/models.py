@@ -10,6 +10,7 @@
 - :func:`quiet_logs`: hides mmengine's per-parameter initialisation report.
 
 Example:
+    >>> import torch
     >>> from fcaformer_mm.analysis.models import build_backbone
     >>> model = build_backbone('fcaformer', arch='l1')
     >>> [o.shape[1] for o in model(torch.randn(1, 3, 64, 64))]
