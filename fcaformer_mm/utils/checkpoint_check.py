@@ -37,10 +37,11 @@ from mmengine.hooks import Hook
 from torch import nn
 
 from ..compat import CheckpointError
+from ..models.utils.checkpoint import select_state_dict
 
 __all__ = [
     'CheckpointFit', 'CheckpointFitError', 'CheckpointFitHook',
-    'check_fit', 'ensure_fit', 'select_state_dict', 'unwrap_model',
+    'check_fit', 'ensure_fit', 'unwrap_model',
     'is_required_key', 'load_fitting_weights'
 ]
 
@@ -149,46 +150,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def select_state_dict(checkpoint: Any,
-                      source: str = 'the checkpoint',
-                      keys: tuple[str, ...] = ('state_dict', )
-                      ) -> dict[str, torch.Tensor]:
-    """The state dict of a loaded checkpoint.
-
-    Args:
-        checkpoint: What the checkpoint loader returned.
-        source (str): How to name the checkpoint in errors.
-        keys (tuple[str]): Entries to look for, in order; the checkpoint
-            itself when it has none. Defaults to ``('state_dict',)``, as
-            mmengine's Runner; ``('state_dict', 'model')`` also takes official
-            (timm-style) checkpoints.
-
-    Returns:
-        dict: The tensors, with a ``module.`` prefix of every key (a model
-        saved inside DistributedDataParallel) removed, as mmengine does.
-
-    Raises:
-        CheckpointFitError: The checkpoint holds no dict.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointFitError(
-            f'{source} holds a {type(checkpoint).__name__}, not a dict of '
-            'weights.')
-    state = checkpoint
-    for key in keys:
-        if key in checkpoint:
-            state = checkpoint[key]
-            break
-    if not isinstance(state, Mapping):
-        raise CheckpointFitError(
-            f'The state dict of {source} is a {type(state).__name__}, not '
-            'a dict of weights.')
-    return {
-        re.sub(r'^module\.', '', str(k)): v
-        for k, v in state.items() if isinstance(v, torch.Tensor)
-    }
-
-
 def is_required_key(key: str, parts: set[str]) -> bool:
     """Whether a missing model key stops a load.
 
@@ -215,7 +176,7 @@ def check_fit(model: nn.Module | Mapping[str, Any],
         model (nn.Module | Mapping): The model (wrappers are unwrapped), or
             its state dict (values with a ``shape``).
         state_dict (Mapping): The checkpoint's tensors (see
-            :func:`select_state_dict`).
+            :func:`~fcaformer_mm.models.utils.checkpoint.select_state_dict`).
         is_required: Which missing keys count, see :func:`is_required_key`.
 
     Returns:
@@ -312,7 +273,7 @@ def load_fitting_weights(model: nn.Module,
     from mmengine.runner.checkpoint import CheckpointLoader
     loaded = CheckpointLoader.load_checkpoint(
         checkpoint, map_location=map_location, logger='current')
-    state = select_state_dict(loaded, checkpoint, ('state_dict', 'model'))
+    state = select_state_dict(loaded, source=checkpoint)
     target = unwrap_model(model)
     own = target.state_dict()
     if not any(k in own for k in state) and any(
@@ -355,7 +316,9 @@ class CheckpointFitHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         source = self.source or str(runner._load_from)
-        state = select_state_dict(checkpoint, source)
+        # What mmengine's Runner loads: 'state_dict', else the checkpoint.
+        state = select_state_dict(checkpoint, source=source,
+                                  entries=('state_dict', ))
         self.fit = ensure_fit(runner.model, state, source, self.allow_partial,
                               self.partial_flag)
         name = type(unwrap_model(runner.model)).__name__

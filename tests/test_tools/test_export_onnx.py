@@ -1,7 +1,7 @@
-"""Tests of tools/deployment/export_onnx.py (onnx and onnxruntime needed)."""
+"""fcaformer_mm.utils.onnx_export, behind tools/deployment/export_onnx.py
+(onnx and onnxruntime needed)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,17 +16,14 @@ pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
 ROOT = Path(__file__).parents[2]
-TOOL = ROOT / 'tools' / 'deployment' / 'export_onnx.py'
 CONFIG = ROOT / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('fca_export_onnx', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from fcaformer_mm.utils import onnx_export
+    return onnx_export
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import stat
 import subprocess
@@ -13,21 +12,13 @@ import pytest
 import torch
 
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+from fcaformer_mm.utils import converter as tool
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / 'tools' / 'model_converters' / 'fcaformer_to_mmpretrain.py'
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('fcaformer_to_mmpretrain',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
 
 
 def classifier_state(seed: int, num_classes: int = 7) -> dict:

@@ -1,16 +1,22 @@
-"""fcaformer_mm.utils.checkpoint_check: does a checkpoint fit a model?"""
+"""fcaformer_mm.utils.checkpoint_check: does a checkpoint fit a model?
+And the one ``select_state_dict`` that it shares with the backbone and the
+converter."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
+from fcaformer_mm.compat import CheckpointError
+from fcaformer_mm.models.utils.checkpoint import (
+    StateDictError,
+    select_state_dict,
+)
 from fcaformer_mm.utils.checkpoint_check import (
     CheckpointFitError,
     check_fit,
     ensure_fit,
     load_fitting_weights,
-    select_state_dict,
 )
 
 
@@ -84,13 +90,23 @@ def test_bare_backbone_needs_every_weight():
 
 
 def test_select_state_dict():
-    weights = {'module.a': torch.zeros(1), 'b': torch.ones(1)}
+    weights = {'module.a': torch.zeros(1), 'b': torch.ones(1), 'n': 3}
     assert set(select_state_dict({'state_dict': weights, 'meta': {}})) == {
         'a', 'b'}
-    assert set(select_state_dict({'model': weights, 'epoch': 3},
-                                 keys=('state_dict', 'model'))) == {'a', 'b'}
-    with pytest.raises(CheckpointFitError, match='holds a list'):
-        select_state_dict([1, 2], 'x.pth')
+    assert set(select_state_dict({'model': weights, 'epoch': 3})) == {
+        'a', 'b'}
+    # As mmengine's Runner: no 'model' entry, so the checkpoint itself.
+    assert select_state_dict({'model': weights}, entries=('state_dict', ),
+                             source='x.pth') == {}
+    assert set(select_state_dict({'model_ema': weights, 'model': {}},
+                                 'model_ema')) == {'a', 'b'}
+    with pytest.raises(KeyError, match="no entry 'ema'.*'model'"):
+        select_state_dict({'model': weights}, 'ema')
+    with pytest.raises(StateDictError,
+                       match='x.pth holds an object of type list'):
+        select_state_dict([1, 2], source='x.pth')
+    with pytest.raises(CheckpointError, match='is of type int, not a dict'):
+        select_state_dict({'state_dict': 1})
 
 
 def test_load_fitting_weights(tmp_path):

@@ -8,60 +8,74 @@ OpenMMLab ones (``state_dict``, ``backbone.`` prefix) and plain state dicts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
+from ...compat import CheckpointError
+
+
+class StateDictError(CheckpointError, TypeError):
+    """A checkpoint, or the entry that should hold its weights, is not a
+    dict of weights."""
+
 
 def select_state_dict(ckpt: object,
                       state_dict_key: str | None = None,
-                      source: str = 'the checkpoint'
+                      source: str = 'the checkpoint',
+                      entries: Sequence[str] = ('state_dict', 'model')
                       ) -> dict[str, torch.Tensor]:
     """Pick the state dict out of a loaded checkpoint.
+
+    The one place that knows checkpoint layouts, for the backbone's
+    ``Pretrained`` init, the converter and the checks of
+    :mod:`fcaformer_mm.utils.checkpoint_check`.
 
     Args:
         ckpt (object): What ``torch.load`` returned.
         state_dict_key (str, optional): The entry holding the state dict,
             e.g. ``'model_ema'`` for the EMA weights of an official
-            checkpoint. Defaults to None: ``'state_dict'`` (OpenMMLab), else
-            ``'model'`` (official), else the checkpoint itself.
+            checkpoint. Defaults to None: the first of ``entries`` that the
+            checkpoint has, else the checkpoint itself.
         source (str): Name of the checkpoint in error messages.
+        entries (Sequence[str]): Entries looked for without
+            ``state_dict_key``. Defaults to ``('state_dict', 'model')``:
+            OpenMMLab, then official (timm-style) checkpoints; mmengine's
+            Runner looks for ``('state_dict',)`` only.
 
     Returns:
         dict[str, torch.Tensor]: The tensors of the state dict, with the
-        ``module.`` prefix of a DistributedDataParallel model removed.
+        ``module.`` prefix (a model saved inside DistributedDataParallel)
+        removed from every key that has it, as mmengine does.
 
     Raises:
-        TypeError: The checkpoint or its entry is not a dict.
+        StateDictError: The checkpoint or its entry is not a dict (a
+            ``TypeError`` and a ``CheckpointError``).
         KeyError: ``state_dict_key`` is not in the checkpoint.
     """
     if not isinstance(ckpt, Mapping):
-        raise TypeError(f'{source} does not hold a dict but a '
-                        f'{type(ckpt).__name__}.')
+        raise StateDictError(f'{source} holds an object of type '
+                             f'{type(ckpt).__name__}, not a dict of weights.')
     if state_dict_key is not None:
         if state_dict_key not in ckpt:
             raise KeyError(f'{source} has no entry {state_dict_key!r}; its '
                            f'entries are {sorted(map(str, ckpt))}.')
         state_dict = ckpt[state_dict_key]
-    elif 'state_dict' in ckpt:
-        state_dict = ckpt['state_dict']
-    elif 'model' in ckpt:
-        state_dict = ckpt['model']
     else:
-        state_dict = ckpt
+        found = [key for key in entries if key in ckpt]
+        state_dict = ckpt[found[0]] if found else ckpt
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f'The state dict taken from {source} is a '
-                        f'{type(state_dict).__name__}, not a dict.')
-    state_dict = {
-        key: value
+        raise StateDictError(
+            f'The state dict taken from {source} is of type '
+            f'{type(state_dict).__name__}, not a dict of weights.')
+    return {
+        re.sub(r'^module\.', '', str(key)): value
         for key, value in state_dict.items() if isinstance(value, torch.Tensor)
     }
-    if state_dict and all(key.startswith('module.') for key in state_dict):
-        state_dict = {key[len('module.'):]: v for key, v in state_dict.items()}
-    return state_dict
 
 
 def match_prefix(state_dict: dict[str, torch.Tensor],

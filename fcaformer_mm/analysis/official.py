@@ -19,7 +19,7 @@ whatever was there before (the real mmseg 1.x, timm) is restored afterwards.
 ``einops`` is imported for real (``pip install einops``).
 
 Example:
-    >>> from fcaformer_mm.utils.official import load_official_dense
+    >>> from fcaformer_mm.analysis.official import load_official_dense
     >>> FcaFormer_SH_512 = load_official_dense('/path/to/FcaFormer')
     >>> model = FcaFormer_SH_512().eval()   # the official dense L2
 """
@@ -68,7 +68,7 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     def unavailable(*args, **kwargs):
         raise RuntimeError(
             'Not available in the official code loaded by '
-            'fcaformer_mm.utils.official: load weights with '
+            'fcaformer_mm.analysis.official: load weights with '
             'load_state_dict instead.')
 
     mods = {
@@ -138,8 +138,8 @@ def _execute(file: Path, module_name: str) -> types.ModuleType:
             if top in {name.split('.')[0] for name in stand_ins}:
                 raise ImportError(
                     f'The official code in {file} imports {exc.name!r}, '
-                    'which fcaformer_mm.utils.official has no stand-in for: '
-                    'is this a different version of the official code?'
+                    'which fcaformer_mm.analysis.official has no stand-in '
+                    'for: is this a different version of the official code?'
                 ) from exc
             raise ImportError(
                 f'The official code in {file} imports {exc.name!r}, which is '

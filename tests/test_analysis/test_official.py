@@ -1,4 +1,4 @@
-"""Tests of fcaformer_mm.utils.official, the loader of the official code.
+"""Tests of fcaformer_mm.analysis.official, the loader of the official code.
 
 The official repository is not available here; these tests lay out model
 files of their own where a checkout has them and load those.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcaformer_mm.utils import official
+from fcaformer_mm.analysis import official
 
 # Imports exactly what the official files import from mmcv 1.x, mmseg 0.x,
 # the official mmcv_custom and timm.

@@ -1,10 +1,10 @@
-"""Tests of tools/analysis_tools/benchmark.py: it runs and writes its JSON.
+"""fcaformer_mm.analysis.benchmark, the library behind
+``tools/analysis_tools/benchmark.py``: it runs and writes its JSON.
 
 Tiny inputs and one repetition; nothing here asserts on timings.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcaformer_mm.utils import official
+from fcaformer_mm.analysis import benchmark, edge_table, models, official
 
 ROOT = Path(__file__).parents[2]
-TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
 CONFIG = ROOT / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
 
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('fca_benchmark', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark
 
 
 @pytest.fixture(autouse=True)
@@ -101,51 +97,16 @@ def test_backbones_all_timed_metrics(bench, tmp_path):
     assert (tmp_path / 'bench.png').stat().st_size > 0
 
 
-def test_blas_variant_runs_without_onednn(bench, tmp_path, monkeypatch):
-    from fcaformer_mm.models.utils import cpu_kernels, current_options
-
-    seen = []
-    real = cpu_kernels.linear
-
-    def spy(*args, **kwargs):
-        seen.append(current_options().onednn_linear)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cpu_kernels, 'linear', spy)
-    report = run_tool(bench, tmp_path, '--models', 'fcaformer',
-                      'fcaformer-blas', '--metrics', 'latency', 'train',
-                      '--size', '32', '32', '--warmup', '0', '--repeats',
-                      '1', '--precisions', 'fp32', '--onednn-linear')
-    assert list(report['times']['latency/fp32']) == [
-        'fcaformer', 'fcaformer-blas'
-    ]
-    assert report['meta']['onednn_linear'] is True
-    # Training is the same code for both: only one row.
-    assert list(report['times']['train/fp32']) == ['fcaformer']
-    # Both settings were used (oneDNN as asked, F.linear for -blas), and
-    # the default (F.linear) is in force afterwards.
-    assert True in seen and False in seen
-    assert current_options().onednn_linear is False
-    # Not in the default set.
-    assert 'fcaformer-blas' not in bench.DEFAULT_MODELS
-    seen.clear()
-    run_tool(bench, tmp_path, '--models', 'fcaformer', '--metrics',
-             'latency', '--size', '32', '32', '--warmup', '0', '--repeats',
-             '1', '--precisions', 'fp32')
-    assert seen and not any(seen)
-
-
 def test_memory_with_and_without_checkpointing(bench, tmp_path):
     report = run_tool(bench, tmp_path, '--models', 'fcaformer',
-                      'fcaformer-plain', 'convnext-t', '--metrics',
+                      'fcaformer-deploy', 'convnext-t', '--metrics',
                       'memory', '--size', '64', '64', '--train-batch', '1',
                       '--precisions', 'fp32')
     assert report['times'] == {}
     rows = report['memory']
-    # fcaformer-plain with with_cp recomputes its blocks in the backward
-    # pass under its own options: no kernel mismatches the recomputation.
+    # Deployed models are not trained.
     assert [(r['model'], r['with_cp']) for r in rows] == [
-        (m, cp) for m in ('fcaformer', 'fcaformer-plain', 'convnext-t')
+        (m, cp) for m in ('fcaformer', 'convnext-t')
         for cp in (False, True)]
     ref = {r['with_cp']: r['peak_mib'] for r in rows
            if r['model'] == 'convnext-t'}
@@ -165,7 +126,7 @@ def test_backbones_train_as_their_upernet_configs(bench):
     from mmengine.config import Config
 
     fca = Config.fromfile(str(CONFIG)).model.backbone
-    fcaformer = bench.build_backbone('fcaformer')
+    fcaformer = models.build_backbone('fcaformer')
     last = fcaformer.layer_3.blocks[-1]
     assert last.drop_path.drop_prob == pytest.approx(fca.drop_path_rate)
     assert torch.all(last.gamma_1 == fca.layer_scale_init_value)
@@ -180,34 +141,14 @@ def test_backbones_train_as_their_upernet_configs(bench):
         ('swin-t', 'swin/swin-tiny-patch4-window7-in1k-pre_upernet_'
          '8xb2-160k_ade20k-512x512.py')):
         cfg = Config.fromfile(str(mmseg_configs / rel)).model.backbone
-        assert bench.UPERNET_BACKBONE[name]['drop_path_rate'] == \
+        assert models.UPERNET_BACKBONE[name]['drop_path_rate'] == \
             cfg.drop_path_rate
         if name == 'convnext-t':
-            convnext = bench.build_backbone(name)
+            convnext = models.build_backbone(name)
             block = convnext.stages[-1][-1]
             assert block.drop_path.drop_prob == pytest.approx(
                 cfg.drop_path_rate)
             assert torch.all(block.gamma == cfg.layer_scale_init_value)
-
-
-def test_plain_training_variant(bench, tmp_path):
-    """fcaformer-plain trains without the kernels and is not timed in
-    inference."""
-    from fcaformer_mm.models.utils.execution import current_options
-
-    report = run_tool(bench, tmp_path, '--models', 'fcaformer',
-                      'fcaformer-plain', '--metrics', 'latency', 'train',
-                      '--size', '64', '64', '--train-batch', '1',
-                      '--warmup', '0', '--repeats', '2', '--precisions',
-                      'fp32')
-    assert list(report['times']['latency/fp32']) == ['fcaformer']
-    assert list(report['times']['train/fp32']) == [
-        'fcaformer', 'fcaformer-plain']
-    args = bench.parse_args(['--models', 'fcaformer', 'fcaformer-plain'])
-    fast, plain = bench.make_subjects(args)
-    for subject, kernels in ((fast, True), (plain, False)):
-        with subject.options():
-            assert current_options().fast_training is kernels
 
 
 def test_whole_models_under_the_same_heads(bench, tmp_path):
@@ -388,10 +329,9 @@ def test_edge_table_training_step_and_its_memory(bench, tmp_path, capsys):
 def test_edge_classifier_loss_reaches_every_weight(bench, name):
     """The classifiers' training loss (EfficientFormer's distillation head
     has none in mmpretrain) is a cross-entropy that trains every weight."""
-    from fcaformer_mm.utils import edge_table
 
     model, scope = edge_table.build_classifier(name)
-    subject = bench.Subject(name, name, model.train(), scope)
+    subject = models.Subject(name, name, model.train(), scope)
     assert subject.trainable
     loss = subject.loss(torch.randn(2, 3, 224, 224))
     # Random weights: about the loss of a uniform guess over 1000 classes.
@@ -405,7 +345,7 @@ def test_edge_classifier_loss_reaches_every_weight(bench, name):
 def test_round_ratios_pair_the_rounds():
     """Each paired ratio divides two times of the same round (the same
     machine load): ratios of times of different rounds never enter."""
-    from fcaformer_mm.utils.edge_table import round_ratios
+    round_ratios = edge_table.round_ratios
 
     ref = [100., 140., 100., 150., 160.]
     model = [0.8 * t for t in ref]
@@ -427,7 +367,6 @@ def test_edge_table_models_match_their_configs():
     import yaml
     from mmengine.config import Config
 
-    from fcaformer_mm.utils import edge_table
 
     archs = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     metafiles = {}

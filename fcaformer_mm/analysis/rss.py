@@ -8,7 +8,7 @@ the work makes the process touch: weights, activations, workspace of the
 kernels, the allocator's caches.
 
 Example:
-    >>> from fcaformer_mm.utils.rss import peak_rss_rise
+    >>> from fcaformer_mm.analysis.rss import peak_rss_rise
     >>> with peak_rss_rise() as mem:
     ...     data = b'x' * 2**26  # 64 MiB, written
     >>> mem['rise_mib'] >= 64

@@ -1,9 +1,9 @@
-"""Tests of fcaformer_mm.utils.rss: the peak resident memory of a block."""
+"""Tests of fcaformer_mm.analysis.rss: the peak resident memory of a block."""
 from __future__ import annotations
 
 import torch
 
-from fcaformer_mm.utils.rss import peak_rss_rise, status_kib
+from fcaformer_mm.analysis.rss import peak_rss_rise, status_kib
 
 
 def test_peak_rise_counts_memory_freed_inside_the_block():

@@ -18,10 +18,10 @@ loaded: random weights run as fast as trained ones):
 process over that process before the model is built (torch, the
 OpenMMLab packages and the thread pool already loaded): weights, one
 forward's activations and the kernels' workspace
-(:func:`measure_inference_memory`, :mod:`fcaformer_mm.utils.rss`).
+(:func:`measure_inference_memory`, :mod:`fcaformer_mm.analysis.rss`).
 
 Example:
-    >>> from fcaformer_mm.utils.edge_table import EDGE_MODELS, pairs_of
+    >>> from fcaformer_mm.analysis.edge_table import EDGE_MODELS, pairs_of
     >>> row = EDGE_MODELS['fcaformer-l2']
     >>> row.paper_ms, row.paper_mem, row.peer
     (728.0, 95.0, 'convnext-t')
@@ -30,9 +30,7 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +38,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model_builder import build_model_from_config, tensor_forward
+from fcaformer_mm.utils.model_builder import (
+    build_model_from_config,
+    tensor_forward,
+)
+
+from .models import quiet_logs
 from .rss import peak_rss_rise
 
 __all__ = [
@@ -249,20 +252,6 @@ def classifier_config(name: str):
     return cfg
 
 
-@contextlib.contextmanager
-def _quiet_logs():
-    """Hide mmengine's per-parameter initialisation report."""
-    from mmengine.logging import MMLogger
-
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def build_classifier(name: str, cfg=None) -> tuple[nn.Module, str]:
     """Build a model of the table, initialised, in eval mode (deployed for
     the ``-deploy`` variants).
@@ -281,7 +270,7 @@ def build_classifier(name: str, cfg=None) -> tuple[nn.Module, str]:
     if cfg is None:
         cfg = classifier_config(name)
     model, scope = build_model_from_config(cfg)
-    with _quiet_logs():
+    with quiet_logs():
         model.init_weights()
     model.eval()
     if EDGE_MODELS[name].deploy:
@@ -306,8 +295,7 @@ def _prepare_process() -> None:
 
 def measure_inference_memory(name: str,
                              size: Sequence[int] = (224, 224),
-                             batch: int = 1,
-                             onednn_linear: bool = False) -> dict:
+                             batch: int = 1) -> dict:
     """Inference memory of one model, measured in this process.
 
     Run it in a fresh process per model (the benchmark does): the hosts and
@@ -320,8 +308,6 @@ def measure_inference_memory(name: str,
         size (Sequence[int]): Image height and width. Defaults to
             (224, 224).
         batch (int): Images. Defaults to 1.
-        onednn_linear (bool): Run FcaFormer's linears on oneDNN
-            (``execution_options(onednn_linear=True)``). Defaults to False.
 
     Returns:
         dict: ``memory_mib`` (the rise), ``weights_mib`` (parameters and
@@ -332,9 +318,7 @@ def measure_inference_memory(name: str,
     cfg = classifier_config(name)
     x = torch.randn(batch, 3, *size,
                     generator=torch.Generator().manual_seed(0))
-    from fcaformer_mm.models.utils import execution_options
-    with peak_rss_rise() as mem, execution_options(
-            onednn_linear=onednn_linear):
+    with peak_rss_rise() as mem:
         model, scope = build_classifier(name, cfg)
         with torch.no_grad():
             tensor_forward(scope)(model, x)

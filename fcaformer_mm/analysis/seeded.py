@@ -1,14 +1,15 @@
 """Deterministic weights and inputs, the same on every machine.
 
-One source for the tests, ``tools/misc/make_golden_fixtures.py`` (which
+One source for the tests, :mod:`fcaformer_mm.analysis.golden` (which
 rebuilds ``tests/data/fcaformer_golden.pth`` by running the official code)
-and ``tools/misc/compare_official.py``: the golden fixtures hold outputs of
-the official code for exactly these weights and inputs, so both sides must
-draw them from here.
+and :mod:`fcaformer_mm.analysis.compare`: the golden fixtures hold outputs
+of the official code for exactly these weights and inputs, so both sides
+must draw them from here. :func:`seeded_model` gives an FcaFormer with
+such weights, in eval mode, for the tests that need one.
 
 Example:
     >>> from fcaformer_mm.models import FcaFormer
-    >>> from fcaformer_mm.utils.seeded import (seeded_input,
+    >>> from fcaformer_mm.analysis.seeded import (seeded_input,
     ...     seeded_state_dict, shapes_of)
     >>> model = FcaFormer('l1').eval()
     >>> model.load_state_dict(seeded_state_dict(shapes_of(model), 2023))
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ['seeded_input', 'seeded_state_dict', 'shapes_of']
+__all__ = ['seeded_input', 'seeded_state_dict', 'shapes_of', 'seeded_model']
 
 
 def seeded_state_dict(shapes: Mapping[str, Sequence[int]],
@@ -104,3 +105,39 @@ def shapes_of(module: nn.Module) -> dict[str, torch.Size]:
         dict[str, torch.Size]: What :func:`seeded_state_dict` takes.
     """
     return {key: value.shape for key, value in module.state_dict().items()}
+
+
+def seeded_model(arch: str | dict = 'l1',
+                 seed: int = 3,
+                 jitter_seed: int | None = None,
+                 **kwargs) -> nn.Module:
+    """An FcaFormer with :func:`seeded_state_dict` weights, in eval mode.
+
+    Seeded weights give non-trivial BatchNorm statistics, layer scales and
+    attention biases, so every folded or fused quantity matters.
+
+    Args:
+        arch (str | dict): The backbone's ``arch``. Defaults to ``'l1'``.
+        seed (int): Seed of the weights. Defaults to 3.
+        jitter_seed (int, optional): When given, every floating-point tensor
+            is moved by noise ``0.2 * N(0, 1)`` drawn from this seed
+            (running variances kept positive), so that models of different
+            ``jitter_seed`` differ everywhere. Defaults to None.
+        **kwargs: Further arguments of ``FcaFormer``.
+
+    Returns:
+        nn.Module: The model, in eval mode.
+    """
+    from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+
+    model = FcaFormer(arch, **kwargs)
+    state = seeded_state_dict(shapes_of(model), seed)
+    if jitter_seed is not None:
+        gen = torch.Generator().manual_seed(jitter_seed)
+        for key, value in state.items():
+            if value.is_floating_point():
+                value += 0.2 * torch.randn(value.shape, generator=gen)
+                if key.endswith('running_var'):
+                    value.abs_().add_(0.1)
+    model.load_state_dict(state)
+    return model.eval()
