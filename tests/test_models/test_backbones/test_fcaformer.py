@@ -12,14 +12,14 @@ from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from fcaformer_mm.models.backbones.fcaformer import FcaFormer
-from fcaformer_mm.models.utils import checkpoint as checkpoint_module
-from fcaformer_mm.registry import MODELS
-from fcaformer_mm.utils.seeded import (
+from fcaformer_mm.analysis.seeded import (
     seeded_input,
     seeded_state_dict,
     shapes_of,
 )
+from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+from fcaformer_mm.models.utils import checkpoint as checkpoint_module
+from fcaformer_mm.registry import MODELS
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'fcaformer_golden.pth'
 OFFICIAL_KEYS = (Path(__file__).parents[2] / 'data' /

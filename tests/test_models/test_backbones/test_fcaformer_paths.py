@@ -21,6 +21,7 @@ from test_fcaformer import (
     shapes_of,
 )
 
+from fcaformer_mm.analysis.seeded import seeded_model as shared_seeded_model
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 from fcaformer_mm.models.utils import windows
 from fcaformer_mm.models.utils.layers import trunc_normal_
@@ -35,11 +36,7 @@ def one_thread():
 
 
 def seeded_model(**kwargs) -> FcaFormer:
-    # Seeded weights give non-trivial BN statistics, layer scales and
-    # attention biases, so that every fused quantity matters.
-    model = FcaFormer(TINY, **kwargs)
-    model.load_state_dict(seeded_state_dict(shapes_of(model), seed=3))
-    return model.eval()
+    return shared_seeded_model(TINY, **kwargs)
 
 
 def assert_outputs_close(a, b, atol=1e-5):

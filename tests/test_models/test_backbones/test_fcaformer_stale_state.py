@@ -7,24 +7,14 @@ import copy
 
 import pytest
 import torch
-from test_fcaformer import TINY, seeded_input, seeded_state_dict, shapes_of
+from test_fcaformer import TINY, seeded_input
 
+from fcaformer_mm.analysis.seeded import seeded_model as shared_seeded_model
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 
 
 def seeded_model(seed: int, **kwargs) -> FcaFormer:
-    """Seeded weights, each tensor moved by ``seed``-dependent noise (and
-    running variances kept positive)."""
-    model = FcaFormer(TINY, **kwargs)
-    state = seeded_state_dict(shapes_of(model), seed=3)
-    gen = torch.Generator().manual_seed(seed)
-    for key, value in state.items():
-        if value.is_floating_point():
-            value += 0.2 * torch.randn(value.shape, generator=gen)
-            if key.endswith('running_var'):
-                value.abs_().add_(0.1)
-    model.load_state_dict(state)
-    return model.eval()
+    return shared_seeded_model(TINY, jitter_seed=seed, **kwargs)
 
 
 def infer(model, x):
