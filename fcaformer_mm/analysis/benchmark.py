@@ -375,7 +375,8 @@ def peak_step_memory(subject: Subject, batch: int, size: Sequence[int],
     with peak_rss_rise() as mem:
         _train_step(subject, x, device, precision)
     return dict(peak_mib=mem['rise_mib'], peak_total_mib=mem['peak_mib'],
-                method='cpu_vmhwm')
+                method='cpu_vmhwm_live_tensors' if os.environ.get(
+                    'MALLOC_MMAP_THRESHOLD_') else 'cpu_vmhwm')
 
 
 def measure_memory(args: argparse.Namespace) -> list[dict]:
@@ -456,17 +457,28 @@ def measure_edge_train_memory(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+#: glibc setting of the training-memory children: every allocation of at
+#: least 128 KiB is its own mapping, returned to the system when freed, so
+#: that the peak resident set counts live tensors, as
+#: ``torch.cuda.max_memory_allocated`` does on CUDA. With glibc's default
+#: (a threshold that grows to 32 MiB), freed tensors stay in the heap and
+#: the peak also measures how the heap fragments.
+LIVE_TENSOR_MALLOC = {'MALLOC_MMAP_THRESHOLD_': '131072'}
+
+
 def _memory_of(spec: dict) -> dict:
     """One training-step memory measurement (:func:`_step_memory`): in this
     process on CUDA (the allocator's peak is reset before the step), in a
-    fresh process on the CPU, which keeps other models' memory out."""
+    fresh process on the CPU, which keeps other models' memory out; there
+    the peak counts live tensors (:data:`LIVE_TENSOR_MALLOC`)."""
     if spec['device'].startswith('cuda'):
         return _step_memory(spec)
-    return _run_child(spec)
+    return _run_child(spec, LIVE_TENSOR_MALLOC)
 
 
-def _run_child(spec: dict) -> dict:
-    """Run one memory measurement in a fresh process; its JSON result."""
+def _run_child(spec: dict, env_changes: dict | None = None) -> dict:
+    """Run one memory measurement in a fresh process (with ``env_changes``
+    in its environment); its JSON result."""
     cmd = [
         sys.executable,
         '-m', 'fcaformer_mm.analysis.benchmark', '--memory-child',
@@ -476,7 +488,8 @@ def _run_child(spec: dict) -> dict:
     root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get('PYTHONPATH')
     env = dict(os.environ,
-               PYTHONPATH=root if not path else root + os.pathsep + path)
+               PYTHONPATH=root if not path else root + os.pathsep + path,
+               **(env_changes or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]

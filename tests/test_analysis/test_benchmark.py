@@ -113,7 +113,7 @@ def test_memory_with_and_without_checkpointing(bench, tmp_path):
     for row in rows:
         assert 'error' not in row, row.get('error')
         assert row['source'] == 'backbone' and row['batch'] == 1
-        assert row['method'] == 'cpu_vmhwm'
+        assert row['method'] == 'cpu_vmhwm_live_tensors'
         assert row['peak_total_mib'] > 0
         assert row['ratio_to_convnext-t'] == pytest.approx(
             row['peak_mib'] / ref[row['with_cp']])
@@ -316,7 +316,8 @@ def test_edge_table_training_step_and_its_memory(bench, tmp_path, capsys):
                                ('convnext-t', 'classifier', False, 2)]
     for row in rows:
         assert 'error' not in row, row.get('error')
-        assert row['method'] == 'cpu_vmhwm' and row['peak_mib'] > 0
+        assert row['method'] == 'cpu_vmhwm_live_tensors'
+        assert row['peak_mib'] > 0
         assert row['params'] == report['params'][row['model']]
     assert rows[0]['ratio_to_convnext-t'] == pytest.approx(
         rows[0]['peak_mib'] / rows[1]['peak_mib'])
