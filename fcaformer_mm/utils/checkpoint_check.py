@@ -37,7 +37,10 @@ from mmengine.hooks import Hook
 from torch import nn
 
 from ..compat import CheckpointError
-from ..models.utils.checkpoint import select_state_dict
+from ..models.utils.checkpoint import (
+    is_deployed_state_dict,
+    select_state_dict,
+)
 
 __all__ = [
     'CheckpointFit', 'CheckpointFitError', 'CheckpointFitHook',
@@ -234,6 +237,13 @@ def ensure_fit(model: nn.Module | Mapping[str, Any],
         CheckpointFitError: Naming the problems, listing the missing and
             unexpected keys, and saying what to do.
     """
+    if is_deployed_state_dict(state_dict):
+        raise CheckpointFitError(
+            f'The checkpoint {source} holds deployed FcaFormer weights '
+            '(switch_to_deploy() folded their Conv-BN layers and layer '
+            'scales: "...c.bias" keys), which no config builds and which '
+            'cannot be unfolded: use the checkpoint saved before deploying '
+            '(tools/test.py --deploy deploys it for testing).')
     fit = check_fit(model, state_dict)
     problems = fit.problems(allow_partial)
     if problems:

@@ -41,7 +41,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fcaformer_mm.models.utils.checkpoint import select_state_dict
+from fcaformer_mm.models.utils.checkpoint import (
+    is_deployed_state_dict,
+    select_state_dict,
+)
 
 # (embed_dims, depths) of the official variants, for the metadata only.
 KNOWN_ARCHS = {
@@ -189,6 +192,12 @@ def select_weights(ckpt: Mapping, use_ema: bool) -> tuple[dict, str]:
         ) from err
     except TypeError as err:
         raise ConversionError(str(err)) from err
+    if is_deployed_state_dict(weights):
+        raise ConversionError(
+            f'{key!r} holds deployed FcaFormer weights (switch_to_deploy() '
+            'folded their Conv-BN layers and layer scales: "...c.bias" '
+            'keys), which cannot be unfolded: convert the checkpoint saved '
+            'before deploying.')
     if STEM_KEY not in weights:
         raise ConversionError(
             f"{key!r} holds no FcaFormer weights (no {STEM_KEY!r}).")

@@ -18,11 +18,16 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 from torch import nn
+from torch.nn.utils import parametrize
 
 from fcaformer_mm.registry import MODELS
 
 from ..utils import arguments, windows
-from ..utils.checkpoint import load_pretrained, split_init_cfg
+from ..utils.checkpoint import (
+    is_deployed_state_dict,
+    load_pretrained,
+    split_init_cfg,
+)
 from ..utils.layer_decay import get_layer_id_layer_wise_cab, num_decay_layers
 from ..utils.layers import (
     ConvBN,
@@ -30,7 +35,7 @@ from ..utils.layers import (
     LayerNorm2d,
     checkpointed_call,
     drop_path_per_window,
-    fold_layer_scale,
+    folded_layer_scale,
     official_init,
     scaled,
 )
@@ -79,6 +84,10 @@ class ConvNeXtBlock(BaseModule):
             Defaults to 1e-6.
     """
 
+    #: Layer scales and the linear layers whose outputs they scale, which
+    #: ``FcaFormer.switch_to_deploy()`` folds them into.
+    layer_scales: ClassVar[dict[str, str]] = {'gamma': 'pwconv2'}
+
     def __init__(self, dim: int, drop_path_rate: float = 0.,
                  layer_scale_init_value: float = 1e-6) -> None:
         super().__init__()
@@ -98,9 +107,6 @@ class ConvNeXtBlock(BaseModule):
         x = scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(x))))
         return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
 
-    def switch_to_deploy(self) -> None:
-        """Fold ``gamma`` into ``pwconv2``."""
-        fold_layer_scale(self, 'gamma', self.pwconv2)
 
 
 class Mlp(BaseModule):
@@ -143,6 +149,11 @@ class FcaBlock(BaseModule):
             ``gamma_2``. Defaults to 1e-6.
     """
 
+    layer_scales: ClassVar[dict[str, str]] = {
+        'gamma_1': 'proj',
+        'gamma_2': 'mlp.fc2'
+    }
+
     def __init__(self, dim: int, window_size: int, num_heads: int,
                  block_index: int, make_cross_tokens: bool,
                  mlp_ratio: float = 4., drop_path_rate: float = 0.,
@@ -172,7 +183,7 @@ class FcaBlock(BaseModule):
         self.attention_biases = nn.Parameter(
             torch.zeros(num_heads, window_size * window_size))
         self.register_buffer('attention_bias_idxs',
-                             windows.shared_offset_index(window_size),
+                             windows.relative_offset_index(window_size),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -180,6 +191,15 @@ class FcaBlock(BaseModule):
         self.drop_path = DropPath(drop_path_rate)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args,
+                              **kwargs) -> None:
+        # The index is not in checkpoints: make it anew, so that a model
+        # built on the meta device and materialised by ``to_empty()`` holds
+        # a real one once its weights are loaded.
+        self.attention_bias_idxs = windows.relative_offset_index(
+            self.window_size, self.attention_biases.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The additive attention mask ``(1, heads, N, N + num_cross)``:
@@ -252,11 +272,6 @@ class FcaBlock(BaseModule):
         return x + drop_path_per_window(mlp, self.drop_path.drop_prob,
                                         self.training, (rows, cols, ws),
                                         (top, left)), new_cross
-
-    def switch_to_deploy(self) -> None:
-        """Fold ``gamma_1`` and ``gamma_2`` into ``proj`` and ``mlp.fc2``."""
-        fold_layer_scale(self, 'gamma_1', self.proj)
-        fold_layer_scale(self, 'gamma_2', self.mlp.fc2)
 
     @staticmethod
     def nn_module_macs(module: FcaBlock, inputs: tuple,
@@ -331,6 +346,11 @@ class FcaStage(BaseModule):
 
 
 _DENSE_WIDTHS_L2 = (96, 192, 384, 768)
+_DEPLOYED_TRAINING = (
+    'This FcaFormer is deployed (switch_to_deploy() folded its BatchNorm '
+    'statistics and layer scales), so it cannot be trained: train the '
+    'undeployed model, and deploy a copy for inference '
+    '(copy.deepcopy(model).switch_to_deploy()).')
 
 
 @MODELS.register_module()
@@ -505,6 +525,8 @@ class FcaFormer(BaseModule):
             ...)`` maps for each ``i`` in ``out_indices`` (``'featmap'``), or
             the 1-tuple ``((B, embed_dims[3]), )`` (``'avg_featmap'``).
         """
+        if self.deployed and self.training:
+            raise RuntimeError(_DEPLOYED_TRAINING)
         arguments.check_images(x, self.in_channels,
                                self.patch_embed.seq[0].c.weight)
         if self.channels_last:
@@ -526,18 +548,48 @@ class FcaFormer(BaseModule):
         return tuple(outs)
 
     def switch_to_deploy(self) -> FcaFormer:
-        """Fold every Conv-BN and layer scale, in place; returns ``self``.
+        """Fold every Conv-BN and layer scale; returns ``self``.
 
-        A one-way conversion for inference (same outputs in eval mode up to
-        float rounding; a second call does nothing). The state dict then has
-        the fused layout, so load weights first, then deploy: loading into a
-        deployed model raises.
+        A one-way conversion for inference: the same outputs in eval mode
+        up to float rounding, and a second call does nothing. The folded
+        weights are new tensors (nothing that other code holds changes),
+        and it is all or nothing: if a fold fails, the model is unchanged.
+        A deployed model refuses training mode and checkpoints of the
+        undeployed layout, so load the weights first, then deploy (a copy,
+        if the model is still to be trained).
+
+        Raises:
+            RuntimeError: If a layer to fold is parametrized
+                (``torch.nn.utils.parametrize``): its weight is computed, so
+                folding would drop the parametrization.
         """
         if self.deployed:
             return self
-        for module in list(self.modules()):
-            if module is not self and hasattr(module, 'switch_to_deploy'):
-                module.switch_to_deploy()
+        # Plan every fold first, changing nothing ...
+        convs, scales = [], []
+        for name, module in self.named_modules():
+            if parametrize.is_parametrized(module):
+                raise RuntimeError(
+                    f'switch_to_deploy(): {name or "the model"} is '
+                    'parametrized (torch.nn.utils.parametrize); remove the '
+                    'parametrization (parametrize.remove_parametrizations) '
+                    'before deploying. Nothing was changed.')
+            if isinstance(module, ConvBN) and not module.deployed:
+                convs.append((module, module.fused_conv()))
+            for gamma_name, linear_name in getattr(module, 'layer_scales',
+                                                   {}).items():
+                gamma = getattr(module, gamma_name)
+                if gamma is not None:
+                    linear = module.get_submodule(linear_name)
+                    scales.append((module, gamma_name, linear,
+                                   folded_layer_scale(gamma, linear)))
+        # ... then apply them: attribute assignments that cannot fail.
+        for module, fused in convs:
+            del module.bn
+            module.c = fused
+        for module, gamma_name, linear, (weight, bias) in scales:
+            linear.weight, linear.bias = weight, bias
+            module.register_parameter(gamma_name, None)
         self.deployed = True
         return self
 
@@ -549,6 +601,12 @@ class FcaFormer(BaseModule):
                 'switch_to_deploy() has folded its Conv-BN layers and layer '
                 'scales, so checkpoints no longer fit it. Load the weights '
                 'into a new model first, then call switch_to_deploy().')
+        if is_deployed_state_dict(state_dict, prefix):
+            raise RuntimeError(
+                'These weights come from a deployed FcaFormer '
+                '(switch_to_deploy() folded their Conv-BN layers and layer '
+                'scales, e.g. "...local_conv.c.bias"), which cannot be '
+                'unfolded: load the checkpoint saved before deploying.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _freeze_stages(self) -> None:
@@ -563,12 +621,14 @@ class FcaFormer(BaseModule):
             module.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> FcaFormer:
-        """Set the mode, keeping frozen stages (and BN if asked) in eval."""
-        super().train(mode)
+        """Set the mode, keeping frozen stages (and BN if asked) in eval.
+
+        Raises:
+            RuntimeError: For training mode after :meth:`switch_to_deploy`.
+        """
         if mode and self.deployed:
-            print_log('FcaFormer.train() after switch_to_deploy(): training '
-                      'a deployed model is not supported.', logger='current',
-                      level=logging.WARNING)
+            raise RuntimeError(_DEPLOYED_TRAINING)
+        super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():

@@ -108,6 +108,9 @@ def check_images(x: torch.Tensor, in_channels: int,
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f'FcaFormer expects (B, {in_channels}, H, W) images, '
                          f'got a tensor of shape {tuple(x.shape)}.')
+    if not torch.jit.is_tracing() and x.shape[0] == 0:
+        raise ValueError('FcaFormer got an empty batch (0 images): call it '
+                         'with at least one image.')
     if not x.is_floating_point():
         raise TypeError(
             f'FcaFormer got {x.dtype} images; it takes normalised float '

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from mmengine.logging import print_log
@@ -149,6 +150,12 @@ def load_pretrained(module: nn.Module,
     own = module.state_dict()
     name = type(module).__name__
     state_dict = match_prefix(state_dict, set(own), prefix, checkpoint, name)
+    if is_deployed_state_dict(state_dict):
+        raise RuntimeError(
+            f'{checkpoint} holds the weights of a deployed FcaFormer '
+            '(switch_to_deploy() folded their Conv-BN layers and layer '
+            'scales: "...c.bias" keys), which cannot be unfolded into '
+            f'{name}: use the checkpoint saved before deploying.')
     mismatched = [
         f'  {key}: checkpoint {tuple(value.shape)}, model '
         f'{tuple(own[key].shape)}' for key, value in state_dict.items()
@@ -207,3 +214,14 @@ def split_init_cfg(
             'e.g. with --cfg-options model.backbone.init_cfg.checkpoint=PATH; '
             'remove the init_cfg to start from a random initialisation.')
     return kwargs, others
+
+
+def is_deployed_state_dict(state_dict: Mapping[str, Any],
+                           prefix: str = '') -> bool:
+    """Whether the FcaFormer weights under ``prefix`` in ``state_dict`` come
+    from a deployed model: ``switch_to_deploy()`` folds each Conv-BN into a
+    convolution with a bias (``...c.bias``), which the undeployed layout
+    never has."""
+    return any(
+        key.startswith(prefix) and key.endswith('.c.bias')
+        for key in state_dict)

@@ -175,14 +175,11 @@ class ConvBN(nn.Sequential):
         """Whether the BatchNorm has been folded into ``c``."""
         return 'bn' not in self._modules
 
-    def switch_to_deploy(self) -> None:
-        """Fold ``bn`` (its running statistics) into ``c``, in place.
-
-        ``c`` gets a bias and ``bn`` is removed; a second call does nothing.
+    def fused_conv(self) -> nn.Conv2d:
+        """A new convolution with bias computing ``bn(c(x))`` in eval mode
+        (the BatchNorm's running statistics folded in); nothing is changed.
         """
-        if self.deployed:
-            return
-        conv, bn = self.c, self.bn
+        conv = self.c
         fused = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
@@ -195,13 +192,11 @@ class ConvBN(nn.Sequential):
             device=conv.weight.device,
             dtype=conv.weight.dtype)
         with torch.no_grad():
-            weight, bias = fold_conv_bn(conv, bn)
+            weight, bias = fold_conv_bn(conv, self.bn)
             fused.weight.copy_(weight)
             fused.bias.copy_(bias)
-        fused.weight.requires_grad_(conv.weight.requires_grad)
-        fused.bias.requires_grad_(conv.weight.requires_grad)
-        del self.bn
-        self.c = fused
+        fused.requires_grad_(conv.weight.requires_grad)
+        return fused
 
 
 @contextlib.contextmanager
@@ -241,22 +236,15 @@ def checkpointed_call(module: nn.Module, with_cp: bool, *args):
     return module(*args)
 
 
-def fold_layer_scale(module: nn.Module, name: str, linear: nn.Linear) -> None:
-    """Fold the layer scale ``module.<name>`` into the ``linear`` layer whose
-    output it scales, and remove it (nothing happens if it is None).
-
-    The folded weight and bias are new parameters: tensors that anything
-    else holds (a state-dict snapshot, a shared model) are left as they are.
-    """
-    gamma = getattr(module, name)
-    if gamma is None:
-        return
+def folded_layer_scale(gamma: torch.Tensor, linear: nn.Linear
+                       ) -> tuple[nn.Parameter, nn.Parameter]:
+    """New weight and bias of ``linear`` with the layer scale ``gamma``
+    that multiplies its output folded in; nothing is changed."""
     with torch.no_grad():
         weight = linear.weight * gamma[:, None]
         bias = linear.bias * gamma
-    linear.weight = nn.Parameter(weight, linear.weight.requires_grad)
-    linear.bias = nn.Parameter(bias, linear.bias.requires_grad)
-    module.register_parameter(name, None)
+    return (nn.Parameter(weight, linear.weight.requires_grad),
+            nn.Parameter(bias, linear.bias.requires_grad))
 
 
 def drop_path_per_window(x: torch.Tensor, drop_prob: float, training: bool,

@@ -5,13 +5,12 @@ and the mask is computed from the parameters at every call.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
 
-def relative_offset_index(window_size: int) -> torch.Tensor:
+def relative_offset_index(window_size: int,
+                          device: torch.device | str = 'cpu') -> torch.Tensor:
     """Index of the (|dy|, |dx|) offset of every pair of window positions.
 
     The official code numbers the offsets in their order of first
@@ -21,25 +20,20 @@ def relative_offset_index(window_size: int) -> torch.Tensor:
 
     Args:
         window_size (int): Side of the square window.
+        device (torch.device | str): Where to make it; it is always a
+            real tensor (never a meta or inference tensor, whatever the
+            calling context). Defaults to the CPU.
 
     Returns:
         torch.Tensor: ``(window_size**2, window_size**2)`` long tensor.
     """
-    coords = torch.arange(window_size)
-    ys, xs = torch.meshgrid(coords, coords, indexing='ij')
-    ys, xs = ys.flatten(), xs.flatten()
-    dy = (ys[:, None] - ys[None, :]).abs()
-    dx = (xs[:, None] - xs[None, :]).abs()
-    return dy * window_size + dx
-
-
-@functools.lru_cache(maxsize=8)
-def shared_offset_index(window_size: int) -> torch.Tensor:
-    """:func:`relative_offset_index`, one tensor per window size: the
-    ``attention_bias_idxs`` buffer that all blocks of that window share
-    (a non-persistent buffer that depends on the window size only; it must
-    not be modified)."""
-    return relative_offset_index(window_size)
+    with torch.inference_mode(False), torch.no_grad():
+        coords = torch.arange(window_size, device=device)
+        ys, xs = torch.meshgrid(coords, coords, indexing='ij')
+        ys, xs = ys.flatten(), xs.flatten()
+        dy = (ys[:, None] - ys[None, :]).abs()
+        dx = (xs[:, None] - xs[None, :]).abs()
+        return dy * window_size + dx
 
 
 def attention_mask(biases: torch.Tensor,
@@ -75,9 +69,10 @@ def partition(x: torch.Tensor, rows: int, cols: int, ws: int,
     """``(B, rows*ws, cols*ws, C)`` -> ``(B*rows*cols, ws*ws, C)`` windows.
 
     With ``pad`` (``(top, bottom, left, right)``), ``x`` is first zero-padded
-    by that many rows and columns to ``(B, rows*ws, cols*ws, C)``.
+    by that many rows and columns to ``(B, rows*ws, cols*ws, C)`` (always
+    padded, zeros included, so that a traced graph pads any input size).
     """
-    if pad is not None and any(pad):
+    if pad is not None:
         top, bottom, left, right = pad
         x = F.pad(x, (0, 0, left, right, top, bottom))
     batch, channels = x.shape[0], x.shape[-1]
