@@ -31,9 +31,16 @@ RUN_TIMEOUT = 1800
 
 def tool_env() -> dict:
     """The environment of the tool subprocesses: CPU only, the repo on the
-    path, one thread pool no larger than the machine."""
+    path, one thread per process.
+
+    One thread: the runs here are small, the distributed ones start two
+    processes, and the suite shares the machine with other work; torch's
+    default pool (a thread per core) then spins against the other
+    processes and makes a tiny model's iteration ten times slower."""
     env = dict(os.environ)
     env['CUDA_VISIBLE_DEVICES'] = ''
+    env['OMP_NUM_THREADS'] = '1'
+    env['MKL_NUM_THREADS'] = '1'
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (str(REPO), env.get('PYTHONPATH')) if p)
     env.setdefault('PYTHONWARNINGS', 'ignore')
@@ -76,6 +83,10 @@ def options(**kv) -> list:
 #: The widths of the tiny FcaFormer of :func:`tiny_backbone`, also its
 #: output widths (the config's heads and necks are set to take them).
 TINY_WIDTHS = (16, 32, 48, 64)
+#: Its ``arch``: two ConvNeXt stages of one block; FCA stages of two blocks
+#: (the second attends to the first's cross tokens) and of one.
+TINY_ARCH = dict(embed_dims=TINY_WIDTHS, depths=(1, 1, 2, 1),
+                 num_heads=(2, 2))
 
 
 def _tuple(values, brackets: str = '()') -> str:
@@ -87,12 +98,9 @@ def tiny_backbone(out_channels: bool = True) -> dict:
     (two ConvNeXt stages; FCA stages with and without cross tokens) at a
     small cost, for the runs that test the tools, the data and the
     evaluators rather than the architecture."""
-    opts = {
-        'model.backbone.arch._delete_': True,
-        'model.backbone.arch.embed_dims': _tuple(TINY_WIDTHS),
-        'model.backbone.arch.depths': '(1,1,2,1)',
-        'model.backbone.arch.num_heads': '(2,2)',
-    }
+    opts = {'model.backbone.arch._delete_': True}
+    for key, values in TINY_ARCH.items():
+        opts[f'model.backbone.arch.{key}'] = _tuple(values)
     if out_channels:
         opts['model.backbone.out_channels'] = _tuple(TINY_WIDTHS)
     return opts
