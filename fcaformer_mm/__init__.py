@@ -12,23 +12,38 @@ Importing the package:
    so that ``mmpretrain.get_model`` / ``list_models`` / ``inference_model``
    take their names (see :mod:`fcaformer_mm.apis`).
 
-None of the host codebases is required.
+None of the host codebases is required. Without torch or mmengine nothing
+is registered and only :mod:`fcaformer_mm.datasets` (numpy and Pillow) can
+be used: the synthetic datasets and their tool
+``tools/dataset_converters/make_synthetic_data.py`` need no more.
 """
-from . import compat
+from importlib.util import find_spec
+
 from .version import __version__, version_info
 
-compat.apply()
+#: Whether torch and mmengine are installed: the models, the engine and
+#: the registration need both.
+WITH_STACK = all(
+    find_spec(name) is not None for name in ('torch', 'mmengine'))
 
-from . import engine, models, visualization  # noqa: E402,F401
-from .hosts import register_in_hosts  # noqa: E402
+HOST_REGISTRATION: dict = {}
+MODEL_HUB_REGISTRATION = 'not registered: torch or mmengine is missing'
 
-HOST_REGISTRATION = register_in_hosts()
+if WITH_STACK:
+    from . import compat
 
-from .apis import register_model_hub  # noqa: E402
+    compat.apply()
 
-MODEL_HUB_REGISTRATION = register_model_hub(HOST_REGISTRATION)
+    from . import engine, models, visualization  # noqa: F401
+    from .hosts import register_in_hosts
+
+    HOST_REGISTRATION = register_in_hosts()
+
+    from .apis import register_model_hub
+
+    MODEL_HUB_REGISTRATION = register_model_hub(HOST_REGISTRATION)
 
 __all__ = [
-    '__version__', 'version_info', 'HOST_REGISTRATION',
+    '__version__', 'version_info', 'WITH_STACK', 'HOST_REGISTRATION',
     'MODEL_HUB_REGISTRATION'
 ]

@@ -36,12 +36,11 @@ import os
 os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'upernet_fcaformer_l2_ade20k.py'
@@ -80,14 +79,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _load_tool(relpath: str) -> ModuleType:
-    """Import a script of ``tools/`` as a module."""
-    path = REPO / 'tools' / relpath
-    spec = importlib.util.spec_from_file_location(
-        f'_fcaformer_tool_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class ToolError(RuntimeError):
+    """A tool that the example runs exited with an error."""
+
+
+def run_tool(relpath: str, args: list[str]) -> None:
+    """Run a script of ``tools/`` with this Python, as the README's
+    commands run it; its output goes to this terminal.
+
+    Raises:
+        ToolError: If the tool exits with a non-zero status.
+    """
+    cmd = [sys.executable, str(REPO / 'tools' / relpath)] + args
+    status = subprocess.run(cmd).returncode
+    if status != 0:
+        raise ToolError(f'tools/{relpath} exited with status {status}')
+
+
+def last_test_metrics(test_dir: Path) -> dict:
+    """The metrics of the latest ``tools/test.py`` run in ``test_dir``:
+    the last line of ``<test_dir>/<timestamp>/<timestamp>.json``, which
+    mmengine's ``LoggerHook`` writes after testing."""
+    logs = [p for p in test_dir.glob('*/*.json') if p.stem == p.parent.name]
+    if not logs:
+        raise ToolError(f'tools/test.py wrote no metrics under {test_dir}')
+    latest = max(logs, key=lambda p: p.stat().st_mtime)
+    return json.loads(latest.read_text().splitlines()[-1])
 
 
 def _banner(text: str) -> None:
@@ -243,35 +260,37 @@ def main(argv: list[str] | None = None) -> int:
           f'{" ".join(opts)}\n',
           flush=True)
     t = time.perf_counter()
-    train_tool = _load_tool('train.py')
-    runner = train_tool.main([
-        str(CONFIG), '--cpu', '--work-dir',
-        str(work_dir / 'train'), '--overwrite', '--cfg-options'
-    ] + opts)
-    checkpoint = Path(runner.work_dir) / f'iter_{args.iters}.pth'
-    del runner
-    times['train'] = time.perf_counter() - t
+    try:
+        run_tool('train.py', [
+            str(CONFIG), '--cpu', '--work-dir',
+            str(work_dir / 'train'), '--overwrite', '--cfg-options'
+        ] + opts)
+        checkpoint = work_dir / 'train' / f'iter_{args.iters}.pth'
+        times['train'] = time.perf_counter() - t
 
-    _banner('3/5  Evaluation (tools/test.py, mmseg IoUMetric)')
-    t = time.perf_counter()
-    test_tool = _load_tool('test.py')
-    metrics = test_tool.main([
-        str(CONFIG),
-        str(checkpoint), '--cpu', '--work-dir',
-        str(work_dir / 'test'), '--cfg-options'
-    ] + opts)
-    times['test'] = time.perf_counter() - t
+        _banner('3/5  Evaluation (tools/test.py, mmseg IoUMetric)')
+        t = time.perf_counter()
+        run_tool('test.py', [
+            str(CONFIG),
+            str(checkpoint), '--cpu', '--work-dir',
+            str(work_dir / 'test'), '--cfg-options'
+        ] + opts)
+        metrics = last_test_metrics(work_dir / 'test')
+        times['test'] = time.perf_counter() - t
 
-    _banner('4/5  Parameters and MACs (tools/analysis_tools/get_flops.py)')
-    t = time.perf_counter()
-    if args.skip_flops:
-        print('skipped (--skip-flops)')
-    else:
-        get_flops = _load_tool('analysis_tools/get_flops.py')
-        result = get_flops.analyse(
-            str(CONFIG), cfg_options={'model.backbone.init_cfg': None})
-        print(get_flops.format_report(result))
-    times['flops'] = time.perf_counter() - t
+        _banner('4/5  Parameters and MACs '
+                '(tools/analysis_tools/get_flops.py)')
+        t = time.perf_counter()
+        if args.skip_flops:
+            print('skipped (--skip-flops)')
+        else:
+            run_tool('analysis_tools/get_flops.py', [
+                str(CONFIG), '--cfg-options', 'model.backbone.init_cfg=None'
+            ])
+        times['flops'] = time.perf_counter() - t
+    except ToolError as err:
+        print(f'\n{err}; its output above says why.', file=sys.stderr)
+        return 1
 
     _banner('5/5  Environment')
     print(format_env_report(env))

@@ -22,11 +22,22 @@ Example:
     >>> from fcaformer_mm.datasets.synthetic import make_ade20k
     >>> root = make_ade20k('data/ade/ADEChallengeData2016')  # doctest: +SKIP
 """
+import abc
 import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 from PIL import Image
@@ -407,6 +418,90 @@ class _Writer:
 
 
 # --------------------------------------------------------------------------
+# The shape every generator shares
+# --------------------------------------------------------------------------
+class _Split(NamedTuple):
+    """One split of a dataset.
+
+    Attributes:
+        stream (int): Its random streams (0 training, 1 validation): sample
+            ``i`` of the split draws from ``(seed, stream, i)``.
+        name (str): Its name in the layout (``'training'``, ``'val2017'``).
+        num (int): Its number of images.
+    """
+    stream: int
+    name: str
+    num: int
+
+
+class _Generator(abc.ABC):
+    """The part that the three generators share.
+
+    :meth:`write` prepares the root (refusing what no generator wrote),
+    writes every sample of the training and the validation split, each
+    drawn from its own random stream, then the split's index file where
+    the layout has one, and finally the manifest. A subclass names the
+    dataset, its splits and the folders and files it owns, and says how one
+    sample and one index are written.
+
+    Args:
+        size (tuple[int, int]): Image ``(height, width)``, checked.
+        seed (int): The dataset seed.
+        counts (Sequence[int]): Images of the training and the validation
+            split, checked.
+        params (dict): The generator's arguments, for the manifest.
+    """
+
+    #: The dataset's name in the manifest.
+    dataset: str
+    #: Names of the training and the validation split in the layout.
+    split_names: Tuple[str, str]
+    #: Folders (relative to the root) whose whole content the generator
+    #: defines.
+    owned_dirs: Tuple[str, ...] = ()
+    #: Single files that the generator writes.
+    owned_files: Tuple[str, ...] = ()
+
+    def __init__(self, size: Size, seed: int, counts: Sequence[int],
+                 params: dict) -> None:
+        self.size = size
+        self.seed = seed
+        self.params = params
+        self.splits = [
+            _Split(stream, name, num)
+            for stream, (name, num) in enumerate(zip(self.split_names,
+                                                     counts))
+        ]
+
+    @abc.abstractmethod
+    def write_sample(self, writer: _Writer, split: _Split,
+                     index: int) -> Any:
+        """Draw sample ``index`` of ``split`` and write its files.
+
+        Returns:
+            Any: What the split's index file needs of the sample.
+        """
+
+    def write_index(self, writer: _Writer, split: _Split,
+                    records: List[Any]) -> None:
+        """Write the index file of ``split`` from its samples' records.
+
+        The default writes nothing: the layout's folders are the index.
+        """
+
+    def write(self, root: PathLike, overwrite: bool) -> Path:
+        """Write the dataset into ``root`` and return ``root``."""
+        writer = _Writer(root, self.dataset, self.owned_dirs,
+                         self.owned_files, overwrite, self.params)
+        for split in self.splits:
+            records = [
+                self.write_sample(writer, split, i) for i in range(split.num)
+            ]
+            self.write_index(writer, split, records)
+        return writer.finish()
+
+
+# --------------------------------------------------------------------------
 # ADE20K
 # --------------------------------------------------------------------------
 def _dilate(mask: np.ndarray) -> np.ndarray:
@@ -454,6 +549,24 @@ def ade20k_sample(seed: int, split: int, index: int,
     return _to_uint8(img), label
 
 
+class _ADE20K(_Generator):
+    """``ADEChallengeData2016``: see :func:`make_ade20k`."""
+
+    dataset = 'ade20k'
+    split_names = ('training', 'validation')
+    owned_dirs = ('images/training', 'images/validation',
+                  'annotations/training', 'annotations/validation')
+
+    def write_sample(self, writer: _Writer, split: _Split,
+                     index: int) -> None:
+        img, label = ade20k_sample(self.seed, split.stream, index, self.size)
+        stem = 'ADE_train' if split.stream == 0 else 'ADE_val'
+        name = f'{stem}_{index + 1:08d}'
+        _save_jpeg(img, writer.path(f'images/{split.name}/{name}.jpg'))
+        Image.fromarray(label, mode='L').save(
+            writer.path(f'annotations/{split.name}/{name}.png'))
+
+
 def make_ade20k(root: PathLike,
                 num_train: int = 40,
                 num_val: int = 10,
@@ -497,22 +610,10 @@ def make_ade20k(root: PathLike,
     size = _check_size(size)
     num_train = _check_count('num_train', num_train)
     num_val = _check_count('num_val', num_val)
-    writer = _Writer(
-        root, 'ade20k',
-        ['images/training', 'images/validation', 'annotations/training',
-         'annotations/validation'], [], overwrite,
+    return _ADE20K(
+        size, seed, (num_train, num_val),
         dict(num_train=num_train, num_val=num_val, size=list(size),
-             seed=seed))
-    for split, (folder, stem, num) in enumerate(
-            [('training', 'ADE_train', num_train),
-             ('validation', 'ADE_val', num_val)]):
-        for i in range(num):
-            img, label = ade20k_sample(seed, split, i, size)
-            name = f'{stem}_{i + 1:08d}'
-            _save_jpeg(img, writer.path(f'images/{folder}/{name}.jpg'))
-            Image.fromarray(label, mode='L').save(
-                writer.path(f'annotations/{folder}/{name}.png'))
-    return writer.finish()
+             seed=seed)).write(root, overwrite)
 
 
 # --------------------------------------------------------------------------
@@ -560,6 +661,50 @@ def coco_sample(seed: int, split: int, index: int, size: Size,
     return _to_uint8(img), anns
 
 
+class _COCO(_Generator):
+    """COCO 2017 instances: see :func:`make_coco`."""
+
+    dataset = 'coco'
+    split_names = ('train2017', 'val2017')
+    owned_dirs = ('train2017', 'val2017')
+    owned_files = ('annotations/instances_train2017.json',
+                   'annotations/instances_val2017.json')
+    #: The id of the first image of each split.
+    first_ids = (1, 100001)
+
+    def write_sample(self, writer: _Writer, split: _Split,
+                     index: int) -> Tuple[dict, List[dict]]:
+        img_id = self.first_ids[split.stream] + index
+        file_name = f'{img_id:012d}.jpg'
+        img, anns = coco_sample(self.seed, split.stream, index, self.size,
+                                min_instances=3 if index < 2 else 1)
+        _save_jpeg(img, writer.path(f'{split.name}/{file_name}'))
+        image = dict(id=img_id, file_name=file_name, height=self.size[0],
+                     width=self.size[1], license=1)
+        return image, anns
+
+    def write_index(self, writer: _Writer, split: _Split,
+                    records: List[Tuple[dict, List[dict]]]) -> None:
+        images, annotations = [], []
+        for image, anns in records:
+            images.append(image)
+            for ann in anns:
+                annotations.append(
+                    dict(id=len(annotations) + 1, image_id=image['id'],
+                         **ann))
+        content = dict(
+            info=dict(description='fcaformer_mm synthetic COCO-style data',
+                      version='1.0', year=2017,
+                      contributor='fcaformer_mm', date_created='2017/09/01'),
+            licenses=[dict(id=1, name='CC0 1.0', url='')],
+            images=images,
+            annotations=annotations,
+            categories=[dict(id=i, name=n, supercategory=s)
+                        for i, n, s in COCO_CATEGORIES])
+        writer.path(f'annotations/instances_{split.name}.json').write_text(
+            json.dumps(content, separators=(',', ':')))
+
+
 def make_coco(root: PathLike,
               num_train: int = 16,
               num_val: int = 8,
@@ -605,39 +750,10 @@ def make_coco(root: PathLike,
     size = _check_size(size)
     num_train = _check_count('num_train', num_train)
     num_val = _check_count('num_val', num_val)
-    writer = _Writer(
-        root, 'coco', ['train2017', 'val2017'],
-        ['annotations/instances_train2017.json',
-         'annotations/instances_val2017.json'], overwrite,
+    return _COCO(
+        size, seed, (num_train, num_val),
         dict(num_train=num_train, num_val=num_val, size=list(size),
-             seed=seed))
-    categories = [dict(id=i, name=n, supercategory=s)
-                  for i, n, s in COCO_CATEGORIES]
-    for split, (name, num, first_id) in enumerate(
-            [('train2017', num_train, 1), ('val2017', num_val, 100001)]):
-        images, annotations = [], []
-        for i in range(num):
-            img_id = first_id + i
-            file_name = f'{img_id:012d}.jpg'
-            img, anns = coco_sample(seed, split, i, size,
-                                    min_instances=3 if i < 2 else 1)
-            _save_jpeg(img, writer.path(f'{name}/{file_name}'))
-            images.append(dict(id=img_id, file_name=file_name,
-                               height=size[0], width=size[1], license=1))
-            for ann in anns:
-                annotations.append(
-                    dict(id=len(annotations) + 1, image_id=img_id, **ann))
-        content = dict(
-            info=dict(description='fcaformer_mm synthetic COCO-style data',
-                      version='1.0', year=2017,
-                      contributor='fcaformer_mm', date_created='2017/09/01'),
-            licenses=[dict(id=1, name='CC0 1.0', url='')],
-            images=images,
-            annotations=annotations,
-            categories=categories)
-        writer.path(f'annotations/instances_{name}.json').write_text(
-            json.dumps(content, separators=(',', ':')))
-    return writer.finish()
+             seed=seed)).write(root, overwrite)
 
 
 # --------------------------------------------------------------------------
@@ -668,6 +784,47 @@ def imagenet_sample(seed: int, split: int, index: int, label: int,
     poly = shape_polygon(shape, cx, cy, r, rng.uniform(-0.3, 0.3))
     _paint(img, polygon_mask(poly, h, w), colour, rng)
     return _to_uint8(img)
+
+
+class _ImageNet(_Generator):
+    """ImageNet-1k folders and meta lists: see :func:`make_imagenet`.
+
+    Args as :class:`_Generator`, with ``num_classes``, ``per_class`` (the
+    training and validation images per class) and ``with_meta`` instead of
+    ``counts``.
+    """
+
+    dataset = 'imagenet'
+    split_names = ('train', 'val')
+    owned_dirs = ('train', 'val')
+    owned_files = ('meta/train.txt', 'meta/val.txt')
+
+    def __init__(self, size: Size, seed: int, num_classes: int,
+                 per_class: Tuple[int, int], with_meta: bool,
+                 params: dict) -> None:
+        super().__init__(size, seed, [num_classes * n for n in per_class],
+                         params)
+        self.per_class = per_class
+        self.with_meta = with_meta
+
+    def write_sample(self, writer: _Writer, split: _Split,
+                     index: int) -> str:
+        # The split's images, class by class: image j of class ``label``.
+        label, j = divmod(index, self.per_class[split.stream])
+        wnid = IMAGENET_CLASSES[label][0]
+        if split.stream == 0:
+            file_name = f'{wnid}/{wnid}_{j + 1}.JPEG'
+        else:
+            file_name = f'{wnid}/ILSVRC2012_val_{index + 1:08d}.JPEG'
+        img = imagenet_sample(self.seed, split.stream, index, label,
+                              self.size)
+        _save_jpeg(img, writer.path(f'{split.name}/{file_name}'))
+        return f'{file_name} {label}\n'
+
+    def write_index(self, writer: _Writer, split: _Split,
+                    records: List[str]) -> None:
+        if self.with_meta:
+            writer.path(f'meta/{split.name}.txt').write_text(''.join(records))
 
 
 def make_imagenet(root: PathLike,
@@ -723,29 +880,11 @@ def make_imagenet(root: PathLike,
                          f'{len(IMAGENET_CLASSES)}, got {num_classes}')
     num_train = _check_count('num_train_per_class', num_train_per_class)
     num_val = _check_count('num_val_per_class', num_val_per_class)
-    writer = _Writer(
-        root, 'imagenet', ['train', 'val'],
-        ['meta/train.txt', 'meta/val.txt'], overwrite,
+    return _ImageNet(
+        size, seed, num_classes, (num_train, num_val), with_meta,
         dict(num_classes=num_classes, num_train_per_class=num_train,
              num_val_per_class=num_val, size=list(size), seed=seed,
-             with_meta=with_meta))
-    for split, (name, num) in enumerate([('train', num_train),
-                                         ('val', num_val)]):
-        lines = []
-        for label in range(num_classes):
-            wnid = IMAGENET_CLASSES[label][0]
-            for j in range(num):
-                index = label * num + j
-                if split == 0:
-                    file_name = f'{wnid}/{wnid}_{j + 1}.JPEG'
-                else:
-                    file_name = f'{wnid}/ILSVRC2012_val_{index + 1:08d}.JPEG'
-                img = imagenet_sample(seed, split, index, label, size)
-                _save_jpeg(img, writer.path(f'{name}/{file_name}'))
-                lines.append(f'{file_name} {label}\n')
-        if with_meta:
-            writer.path(f'meta/{name}.txt').write_text(''.join(lines))
-    return writer.finish()
+             with_meta=with_meta)).write(root, overwrite)
 
 
 #: The generators by dataset name.

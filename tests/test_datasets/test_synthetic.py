@@ -4,8 +4,10 @@ deterministic, learnable (class = shape + colour) and never overwrite what a
 user made."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,8 @@ from fcaformer_mm.datasets.synthetic import (
 
 REPO = Path(__file__).parents[2]
 CLI = REPO / 'tools' / 'dataset_converters' / 'make_synthetic_data.py'
+#: Only catches a hung command.
+HANG_TIMEOUT = 600
 
 
 def files_of(root: Path) -> dict:
@@ -327,38 +331,69 @@ def test_bad_arguments(tmp_path):
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
-def load_cli():
-    spec = importlib.util.spec_from_file_location('make_synthetic_data', CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+#: Python that runs the tool where torch and mmengine cannot be imported
+#: (``None`` in ``sys.modules`` is how Python marks a module as missing).
+NO_STACK_SITECUSTOMIZE = """import sys
+sys.modules.update(torch=None, mmengine=None)
+"""
 
 
-def test_cli(tmp_path, capsys):
-    cli = load_cli()
+def run_cli(args: list, tmp_path: Path,
+            stack: bool = True) -> subprocess.CompletedProcess:
+    """Run the tool as a command; ``stack=False``: in a Python where torch
+    and mmengine cannot be imported, as the tool promises to work there."""
+    env = dict(os.environ)
+    path = [str(REPO)]
+    if not stack:
+        site = tmp_path / 'no_stack_site'
+        site.mkdir(exist_ok=True)
+        (site / 'sitecustomize.py').write_text(NO_STACK_SITECUSTOMIZE)
+        path.insert(0, str(site))
+    env['PYTHONPATH'] = os.pathsep.join(
+        path + [p for p in [env.get('PYTHONPATH')] if p])
+    return subprocess.run([sys.executable] + [str(a) for a in args],
+                          env=env, capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT)
+
+
+def test_library_imports_without_torch_and_mmengine(tmp_path):
+    proc = run_cli([
+        '-c', 'import sys, fcaformer_mm.datasets.synthetic as s, '
+        'fcaformer_mm as f; print(f.WITH_STACK, sorted(m for m in '
+        'sys.modules if m.split(".")[0] in ("mmcv", "mmseg", "mmdet", '
+        '"mmpretrain")))'
+    ], tmp_path, stack=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['False', '[]']
+
+
+def test_cli(tmp_path):
     out = tmp_path / 'imagenet'
-    assert cli.main(['imagenet', '--out', str(out), '--num-train', '2',
-                     '--num-val', '1', '--size', '32', '40',
-                     '--num-classes', '3']) == 0
-    text = capsys.readouterr().out
-    assert str(out) in text
-    assert f'train_dataloader.dataset.data_root={out}' in text
+    proc = run_cli([CLI, 'imagenet', '--out', out, '--num-train', 2,
+                    '--num-val', 1, '--size', 32, 40, '--num-classes', 3],
+                   tmp_path, stack=False)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout
+    assert f'train_dataloader.dataset.data_root={out}' in proc.stdout
     assert len(list((out / 'train').rglob('*.JPEG'))) == 6
     assert Image.open(next((out / 'val').rglob('*.JPEG'))).size == (40, 32)
 
-    assert cli.main(['imagenet', '--out', str(out)]) == 1
-    assert 'not empty' in capsys.readouterr().err
-    assert cli.main(['imagenet', '--out', str(out), '--overwrite',
-                     '--num-train', '1', '--num-val', '1']) == 0
+    proc = run_cli([CLI, 'imagenet', '--out', out], tmp_path, stack=False)
+    assert proc.returncode == 1
+    assert 'not empty' in proc.stderr
+    proc = run_cli([CLI, 'imagenet', '--out', out, '--overwrite',
+                    '--num-train', 1, '--num-val', 1], tmp_path,
+                   stack=False)
+    assert proc.returncode == 0, proc.stderr
     assert len(list((out / 'train').rglob('*.JPEG'))) == 4
 
 
-def test_cli_coco_options(tmp_path, capsys):
-    cli = load_cli()
+def test_cli_coco_options(tmp_path):
+    """With the whole stack installed, as the README runs it."""
     out = tmp_path / 'coco'
-    assert cli.main(['coco', '--out', str(out), '--num-train', '1',
-                     '--num-val', '1']) == 0
-    text = capsys.readouterr().out
+    proc = run_cli([CLI, 'coco', '--out', out, '--num-train', 1,
+                    '--num-val', 1], tmp_path)
+    assert proc.returncode == 0, proc.stderr
     ann = out / 'annotations' / 'instances_val2017.json'
-    assert f'val_evaluator.ann_file={ann}' in text
+    assert f'val_evaluator.ann_file={ann}' in proc.stdout
     assert ann.is_file()

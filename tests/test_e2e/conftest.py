@@ -2,10 +2,12 @@
 sizes passed with ``--cfg-options``, and a runner for the tools."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
 CONFIGS = REPO / 'configs'
+
+#: Runs stock tools one after the other in one process.
+STOCK_TOOL_BATCH = Path(__file__).with_name('run_stock_tools.py')
 
 SEG_CONFIG = CONFIGS / 'upernet_fcaformer_l2_ade20k.py'
 MASK_RCNN_CONFIG = CONFIGS / 'mask_rcnn_fcaformer_l2_fpn_3x_coco.py'
@@ -26,9 +31,16 @@ RUN_TIMEOUT = 1800
 
 def tool_env() -> dict:
     """The environment of the tool subprocesses: CPU only, the repo on the
-    path, one thread pool no larger than the machine."""
+    path, one thread per process.
+
+    One thread: the runs here are small, the distributed ones start two
+    processes, and the suite shares the machine with other work; torch's
+    default pool (a thread per core) then spins against the other
+    processes and makes a tiny model's iteration ten times slower."""
     env = dict(os.environ)
     env['CUDA_VISIBLE_DEVICES'] = ''
+    env['OMP_NUM_THREADS'] = '1'
+    env['MKL_NUM_THREADS'] = '1'
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (str(REPO), env.get('PYTHONPATH')) if p)
     env.setdefault('PYTHONWARNINGS', 'ignore')
@@ -68,12 +80,83 @@ def options(**kv) -> list:
 # --------------------------------------------------------------------------
 # Small settings per config: real pipelines and evaluators, tiny sizes.
 # --------------------------------------------------------------------------
-def seg_options(root: Path, max_iters: int = 2) -> dict:
+#: The widths of the tiny FcaFormer of :func:`tiny_backbone`, also its
+#: output widths (the config's heads and necks are set to take them).
+TINY_WIDTHS = (16, 32, 48, 64)
+#: Its ``arch``: two ConvNeXt stages of one block; FCA stages of two blocks
+#: (the second attends to the first's cross tokens) and of one.
+TINY_ARCH = dict(embed_dims=TINY_WIDTHS, depths=(1, 1, 2, 1),
+                 num_heads=(2, 2))
+
+
+def _tuple(values, brackets: str = '()') -> str:
+    return brackets[0] + ','.join(map(str, values)) + brackets[1]
+
+
+def tiny_backbone(out_channels: bool = True) -> dict:
+    """FcaFormer at small widths: every kind of stage and block is there
+    (two ConvNeXt stages; FCA stages with and without cross tokens) at a
+    small cost, for the runs that test the tools, the data and the
+    evaluators rather than the architecture."""
+    opts = {'model.backbone.arch._delete_': True}
+    for key, values in TINY_ARCH.items():
+        opts[f'model.backbone.arch.{key}'] = _tuple(values)
+    if out_channels:
+        opts['model.backbone.out_channels'] = _tuple(TINY_WIDTHS)
+    return opts
+
+
+def tiny_seg_model() -> dict:
+    """UperNet with the tiny backbone and 16-channel heads."""
+    return {
+        **tiny_backbone(),
+        'model.decode_head.in_channels': _tuple(TINY_WIDTHS, '[]'),
+        'model.decode_head.channels': 16,
+        'model.auxiliary_head.in_channels': TINY_WIDTHS[2],
+        'model.auxiliary_head.channels': 16,
+    }
+
+
+def tiny_det_model(cascade: bool = False, retinanet: bool = False) -> dict:
+    """The detectors with the tiny backbone and 16-channel necks and heads
+    (RetinaNet's backbone gives its last three stages)."""
+    widths = TINY_WIDTHS[1:] if retinanet else TINY_WIDTHS
+    opts = {
+        **tiny_backbone(),
+        'model.neck.in_channels': _tuple(widths, '[]'),
+        'model.neck.out_channels': 16,
+    }
+    if retinanet:
+        opts.update({
+            'model.bbox_head.in_channels': 16,
+            'model.bbox_head.feat_channels': 16,
+        })
+        return opts
+    opts.update({
+        'model.rpn_head.in_channels': 16,
+        'model.rpn_head.feat_channels': 16,
+        'model.roi_head.bbox_roi_extractor.out_channels': 16,
+        'model.roi_head.mask_roi_extractor.out_channels': 16,
+        'model.roi_head.mask_head.in_channels': 16,
+        'model.roi_head.mask_head.conv_out_channels': 16,
+    })
+    heads = [f'model.roi_head.bbox_head.{i}.' for i in range(3)] if (
+        cascade) else ['model.roi_head.bbox_head.']
+    for head in heads:
+        opts[head + 'in_channels'] = 16
+        opts[head + 'fc_out_channels'] = 32
+        if cascade:
+            opts[head + 'conv_out_channels'] = 16
+    return opts
+
+
+def seg_options(root: Path, max_iters: int = 2, tiny: bool = True) -> dict:
     """UperNet on the synthetic ADE20K: 64x64 crops, batch 2 (the
     pooling branch of the PPM has BatchNorm on 1x1 maps, which needs two),
     ``max_iters`` iterations, a checkpoint at the end, test on 2 images at
-    64x64 without sliding windows."""
+    64x64 without sliding windows; the tiny model unless ``tiny=False``."""
     opts = {
+        **(tiny_seg_model() if tiny else {}),
         'model.backbone.init_cfg': None,
         'train_dataloader.dataset.data_root': root,
         'val_dataloader.dataset.data_root': root,
@@ -105,7 +188,22 @@ def seg_options(root: Path, max_iters: int = 2) -> dict:
     return opts
 
 
-def _det_options(root: Path, cascade: bool) -> dict:
+#: The detectors of the package's configs, by the kind of their heads.
+DET_KINDS = ('mask_rcnn', 'cascade', 'retinanet')
+
+
+def det_kind(name: str) -> str:
+    """The kind (:data:`DET_KINDS`) of a detector config's name."""
+    return next((k for k in ('cascade', 'retinanet') if k in name),
+                'mask_rcnn')
+
+
+def det_options(root: Path, kind: str = 'mask_rcnn',
+                tiny: bool = True) -> dict:
+    """A detector of ``kind`` on the synthetic COCO: 128x160 images (both
+    branches of the multi-scale + crop augmentation of the two-stage
+    recipes), batch 1, one epoch, few proposals; the tiny model unless
+    ``tiny=False``."""
     ann = root / 'annotations' / 'instances_val2017.json'
     opts = {
         'model.backbone.init_cfg': None,
@@ -114,16 +212,6 @@ def _det_options(root: Path, cascade: bool) -> dict:
         'test_dataloader.dataset.data_root': f'{root}/',
         'val_evaluator.ann_file': ann,
         'test_evaluator.ann_file': ann,
-        # Both branches of the multi-scale + crop augmentation, at
-        # 128x160 instead of 480-800 x 1333.
-        'train_dataloader.dataset.pipeline.3.transforms.0.0.scales':
-        '"[(160,128),(160,96)]"',
-        'train_dataloader.dataset.pipeline.3.transforms.1.0.scales':
-        '"[(160,128)]"',
-        'train_dataloader.dataset.pipeline.3.transforms.1.1.crop_size':
-        '(64,96)',
-        'train_dataloader.dataset.pipeline.3.transforms.1.2.scales':
-        '"[(160,128),(160,96)]"',
         'val_dataloader.dataset.pipeline.1.scale': '(160,128)',
         'test_dataloader.dataset.pipeline.1.scale': '(160,128)',
         'train_dataloader.batch_size': 1,
@@ -136,6 +224,25 @@ def _det_options(root: Path, cascade: bool) -> dict:
         'train_cfg.max_epochs': 1,
         'train_cfg.val_interval': 1000,
         'default_hooks.logger.interval': 1,
+    }
+    if tiny:
+        opts.update(tiny_det_model(cascade=kind == 'cascade',
+                                   retinanet=kind == 'retinanet'))
+    if kind == 'retinanet':
+        # Its pipeline: Load, LoadAnnotations, Resize, Flip, Pack.
+        opts['train_dataloader.dataset.pipeline.2.scale'] = '(160,128)'
+        return opts
+    opts.update({
+        # Both branches of the multi-scale + crop augmentation, at
+        # 128x160 instead of 480-800 x 1333.
+        'train_dataloader.dataset.pipeline.3.transforms.0.0.scales':
+        '"[(160,128),(160,96)]"',
+        'train_dataloader.dataset.pipeline.3.transforms.1.0.scales':
+        '"[(160,128)]"',
+        'train_dataloader.dataset.pipeline.3.transforms.1.1.crop_size':
+        '(64,96)',
+        'train_dataloader.dataset.pipeline.3.transforms.1.2.scales':
+        '"[(160,128),(160,96)]"',
         # Few proposals and RoIs: the heads are the same, only cheaper.
         'model.train_cfg.rpn_proposal.nms_pre': 200,
         'model.train_cfg.rpn_proposal.max_per_img': 100,
@@ -145,8 +252,8 @@ def _det_options(root: Path, cascade: bool) -> dict:
         # that the COCO evaluation has detections to match.
         'model.test_cfg.rcnn.score_thr': 0.0,
         'model.test_cfg.rcnn.max_per_img': 20,
-    }
-    if cascade:
+    })
+    if kind == 'cascade':
         for i in range(3):
             opts[f'model.train_cfg.rcnn.{i}.sampler.num'] = 64
     else:
@@ -154,21 +261,26 @@ def _det_options(root: Path, cascade: bool) -> dict:
     return opts
 
 
-def mask_rcnn_options(root: Path) -> dict:
-    """Mask R-CNN on the synthetic COCO (see :func:`_det_options`)."""
-    return _det_options(root, cascade=False)
+def mask_rcnn_options(root: Path, tiny: bool = True) -> dict:
+    """Mask R-CNN on the synthetic COCO (see :func:`det_options`)."""
+    return det_options(root, 'mask_rcnn', tiny)
 
 
-def cascade_options(root: Path) -> dict:
+def cascade_options(root: Path, tiny: bool = True) -> dict:
     """Cascade Mask R-CNN on the synthetic COCO."""
-    return _det_options(root, cascade=True)
+    return det_options(root, 'cascade', tiny)
 
 
-def cls_options(root: Path) -> dict:
+def cls_options(root: Path, tiny: bool = True) -> dict:
     """FcaFormer-L1 on the synthetic ImageNet: 64x64 crops, batch 4 (two
     iterations per epoch), validation after the epoch (EMA weights,
-    save_best)."""
+    save_best); the tiny backbone unless ``tiny=False``."""
+    tiny_opts = {
+        **tiny_backbone(out_channels=False),
+        'model.head.in_channels': TINY_WIDTHS[-1],
+    } if tiny else {}
     return {
+        **tiny_opts,
         'train_dataloader.dataset.data_root': root,
         'val_dataloader.dataset.data_root': root,
         'test_dataloader.dataset.data_root': root,
@@ -217,3 +329,122 @@ def imagenet_root(tmp_path_factory) -> Path:
         tmp_path_factory.mktemp('imagenet') / 'imagenet',
         num_classes=4, num_train_per_class=2, num_val_per_class=1,
         size=(64, 64))
+
+
+# --------------------------------------------------------------------------
+# The codebases' own tools, several in one process.
+# --------------------------------------------------------------------------
+#: All a GPU-less machine needs under the stock tools: the configs set
+#: nothing AMP-only, so the same optimizer goes into a plain OptimWrapper.
+CPU_OPTIONS = {'optim_wrapper.type': 'OptimWrapper'}
+
+
+def stock_tool(package: str, path: str) -> Path:
+    """A tool of an installed codebase's wheel (``<pkg>/.mim/tools``, what
+    ``mim run`` and ``mim train`` run)."""
+    module = __import__(package)
+    tool = Path(module.__file__).parent / '.mim' / 'tools' / path
+    assert tool.is_file(), f'{tool} is not in the installed {package} wheel'
+    return tool
+
+
+@dataclass
+class ToolRun:
+    """One tool run of :func:`run_stock_tools`.
+
+    Attributes:
+        status (int | None): Its exit status; None if the batch stopped
+            before it.
+        output (str): What it wrote to stdout and stderr.
+        folder (Path): A folder of its own, made before the batch ran.
+    """
+    status: int | None
+    output: str
+    folder: Path
+
+    def check(self) -> str:
+        """The output, after checking that the tool succeeded."""
+        assert self.status == 0, (
+            f'exit status {self.status}:\n{self.output[-8000:]}')
+        return self.output
+
+
+def run_stock_tools(jobs: dict, folder: Path) -> dict[str, ToolRun]:
+    """Run stock tools, ``{key: [tool, *args]}``, in order, in one Python
+    process (:data:`STOCK_TOOL_BATCH`); each job's own folder is
+    ``folder / key`` (made first, for the arguments to name)."""
+    keys = list(jobs)
+    spec = []
+    for key in keys:
+        (folder / key).mkdir(parents=True, exist_ok=True)
+        tool, *args = jobs[key]
+        spec.append(dict(tool=str(tool), args=[str(a) for a in args],
+                         log=str(folder / f'{key}.log')))
+    (folder / 'jobs.json').write_text(json.dumps(spec, indent=1))
+    results = folder / 'results.json'
+    proc = run([STOCK_TOOL_BATCH, folder / 'jobs.json', results],
+               cwd=folder, check=False)
+    statuses = json.loads(results.read_text()) if results.is_file() else []
+    runs = {}
+    for i, key in enumerate(keys):
+        log = Path(spec[i]['log'])
+        output = log.read_text(errors='replace') if log.is_file() else ''
+        status = statuses[i] if i < len(statuses) else None
+        if status is None:
+            output += (f'\n[the batch stopped before this job finished, '
+                       f'exit status {proc.returncode}]\n'
+                       f'{proc.stdout[-4000:]}')
+        runs[key] = ToolRun(status, output, folder / key)
+    return runs
+
+
+@pytest.fixture(scope='session')
+def stock_trainings(ade_root, coco_root, tmp_path_factory) -> dict:
+    """The package's configs under the codebases' own ``tools/train.py``
+    and ``tools/test.py``, one after the other in one process (each run
+    with an ``experiment_name`` of its own, so that no two share mmengine's
+    logger or visualizer): the configs as they are, with only
+    :data:`CPU_OPTIONS` for a GPU-less machine, and the two examples that
+    put FcaFormer into stock upstream configs.
+
+    Returns:
+        dict[str, ToolRun]: ``mmseg_train``, ``mmdet_train``, ``mmdet_test``
+        (Mask R-CNN's checkpoint of ``mmdet_train``), ``convnext_example``
+        (mmseg's AMP ConvNeXt UperNet made CPU-ready by ``to_cpu_config``)
+        and ``retinanet_example``; each run's work dir is its folder.
+    """
+    from mmengine.config import Config
+
+    from fcaformer_mm.apis import get_config_path
+    from fcaformer_mm.utils.cpu import to_cpu_config
+
+    folder = tmp_path_factory.mktemp('stock_trainings')
+    seg = seg_options(ade_root, max_iters=2)
+    det = mask_rcnn_options(coco_root)
+    retinanet = {
+        **det_options(coco_root, 'retinanet'),
+        'train_dataloader.dataset.indices': 2,
+        'train_cfg.val_interval': 100,
+    }
+    cpu_config = folder / 'convnext_example_cpu.py'
+    to_cpu_config(Config.fromfile(get_config_path(
+        'upernet_fcaformer_l2_stock_convnext_ade20k'))).dump(cpu_config)
+    mmseg_train = stock_tool('mmseg', 'train.py')
+    mmdet_train = stock_tool('mmdet', 'train.py')
+    jobs = {
+        'mmseg_train': (mmseg_train, SEG_CONFIG, {**seg, **CPU_OPTIONS}),
+        'mmdet_train': (mmdet_train, MASK_RCNN_CONFIG, {**det,
+                                                        **CPU_OPTIONS}),
+        'mmdet_test': (stock_tool('mmdet', 'test.py'), MASK_RCNN_CONFIG,
+                       folder / 'mmdet_train' / 'epoch_1.pth',
+                       {**det, **CPU_OPTIONS}),
+        'convnext_example': (mmseg_train, cpu_config, seg),
+        'retinanet_example': (mmdet_train, get_config_path(
+            'retinanet_fcaformer_l2_fpn_1x_coco'), retinanet),
+    }
+    return run_stock_tools(
+        {
+            key: list(args[:-1]) + ['--work-dir', folder / key] +
+            options(**args[-1], experiment_name=key)
+            for key, args in jobs.items()
+        }, folder)

@@ -11,7 +11,15 @@ import torch
 
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 
-from .conftest import SEG_CONFIG, TOOLS, options, run, seg_options
+from .conftest import (
+    SEG_CONFIG,
+    TINY_ARCH,
+    TINY_WIDTHS,
+    TOOLS,
+    options,
+    run,
+    seg_options,
+)
 
 TRAIN = TOOLS / 'train.py'
 TEST = TOOLS / 'test.py'
@@ -50,11 +58,12 @@ def test_train_resume_refuses_payload_last_checkpoint(ade_root, payload,
     assert not marker.exists()
 
 
-def _dense_backbone_state(arch: str = 'l2') -> dict:
-    """The config's FcaFormer backbone (random weights), as the
-    ``backbone.*`` part of a checkpoint."""
+def _dense_backbone_state() -> dict:
+    """The FcaFormer backbone of the tests' UperNet (the tiny one of
+    :func:`seg_options`, random weights), as the ``backbone.*`` part of a
+    checkpoint."""
     torch.manual_seed(0)
-    backbone = FcaFormer(arch, out_channels=(96, 192, 384, 768),
+    backbone = FcaFormer(TINY_ARCH, out_channels=TINY_WIDTHS,
                          layer_scale_init_value=1.0)
     return {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
 

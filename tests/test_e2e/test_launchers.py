@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from .conftest import (
+    CPU_OPTIONS,
     MASK_RCNN_CONFIG,
     SEG_CONFIG,
     TOOLS,
@@ -54,49 +54,26 @@ def test_dist_train_two_processes_gloo(ade_root, tmp_path):
     assert 'mIoU:' in proc.stdout
 
 
-def _stock_tool(package: str, name: str) -> Path:
-    """A tool of an installed codebase's wheel (what ``mim`` runs)."""
-    module = __import__(package)
-    tool = Path(module.__file__).parent / '.mim' / 'tools' / name
-    assert tool.is_file(), f'{tool} is not in the installed {package} wheel'
-    return tool
-
-
-#: All a GPU-less machine needs under the stock tools: the configs set
-#: nothing AMP-only, so the same optimizer goes into a plain OptimWrapper.
-CPU_OPTIONS = {'optim_wrapper.type': 'OptimWrapper'}
-
-
-def test_config_runs_under_mmseg_own_train_tool(ade_root, tmp_path):
+def test_config_runs_under_mmseg_own_train_tool(stock_trainings):
     """The config as it is, under mmseg's stock ``tools/train.py``: only
     ``--cfg-options`` for a GPU-less machine; the Runner turns SyncBN into
     BN when not distributed."""
-    opts = {**seg_options(ade_root, max_iters=2), **CPU_OPTIONS}
-    work_dir = tmp_path / 'stock'
-    proc = run([_stock_tool('mmseg', 'train.py'), SEG_CONFIG, '--work-dir',
-                work_dir] + options(**opts),
-               cwd=tmp_path)
-    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in proc.stdout
-    assert 'reverted to BatchNormXd' in proc.stdout
-    assert (work_dir / 'iter_2.pth').is_file()
+    run = stock_trainings['mmseg_train']
+    output = run.check()
+    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in output
+    assert 'reverted to BatchNormXd' in output
+    assert (run.folder / 'iter_2.pth').is_file()
 
 
-def test_config_runs_under_mmdet_own_tools(coco_root, tmp_path):
+def test_config_runs_under_mmdet_own_tools(stock_trainings):
     """Mask R-CNN under mmdet's stock ``tools/train.py`` and
     ``tools/test.py`` (COCO bbox and segm through pycocotools)."""
-    opts = {**mask_rcnn_options(coco_root), **CPU_OPTIONS}
-    work_dir = tmp_path / 'stock'
-    proc = run([_stock_tool('mmdet', 'train.py'), MASK_RCNN_CONFIG,
-                '--work-dir', work_dir] + options(**opts),
-               cwd=tmp_path)
-    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in proc.stdout
-    assert (work_dir / 'epoch_1.pth').is_file()
-    proc = run([_stock_tool('mmdet', 'test.py'), MASK_RCNN_CONFIG,
-                work_dir / 'epoch_1.pth', '--work-dir', tmp_path / 'test'] +
-               options(**opts),
-               cwd=tmp_path)
-    assert 'coco/bbox_mAP' in proc.stdout
-    assert 'coco/segm_mAP' in proc.stdout
+    run = stock_trainings['mmdet_train']
+    assert 'FcaFormerLayerDecayOptimWrapperConstructor' in run.check()
+    assert (run.folder / 'epoch_1.pth').is_file()
+    output = stock_trainings['mmdet_test'].check()
+    assert 'coco/bbox_mAP' in output
+    assert 'coco/segm_mAP' in output
 
 
 @pytest.mark.parametrize('codebase', ['mmseg', 'mmdet'])

@@ -1,7 +1,11 @@
 """The codebases' own tools, as their wheels ship them (``<pkg>/.mim/tools``,
 what ``mim run`` runs), on every config of the package, on synthetic data:
 mmpretrain's, mmseg's and mmdet's ``browse_dataset.py``, mmdet's
-``benchmark.py`` and the three ``print_config.py``."""
+``benchmark.py`` and the three ``print_config.py``.
+
+The tools only read configs and data, so they run one after the other in
+one Python process (:func:`run_stock_tools`, made once for the module);
+each test checks its own run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,24 +15,25 @@ import pytest
 from fcaformer_mm.apis import get_config_path, list_models
 
 from .conftest import (
-    _det_options,
     cls_options,
+    det_kind,
+    det_options,
     options,
-    run,
+    run_stock_tools,
     seg_options,
+    stock_tool,
 )
 
 CLS_MODELS = list_models(task='Image Classification')
 SEG_MODELS = list_models(task='Semantic Segmentation')
 DET_MODELS = list_models(task='Object Detection')
-
-
-def stock_tool(package: str, path: str) -> Path:
-    """A tool of an installed codebase's wheel."""
-    module = pytest.importorskip(package)
-    tool = Path(module.__file__).parent / '.mim' / 'tools' / path
-    assert tool.is_file(), f'{tool} is not in the installed {package} wheel'
-    return tool
+SCOPES = {
+    **dict.fromkeys(CLS_MODELS, 'mmpretrain'),
+    **dict.fromkeys(SEG_MODELS, 'mmseg'),
+    **dict.fromkeys(DET_MODELS, 'mmdet'),
+}
+BROWSE_MODES = ('transformed', 'pipeline')
+BENCHMARK_TASKS = ('dataloader', 'dataset')
 
 
 def _images(folder: Path) -> list[Path]:
@@ -37,85 +42,89 @@ def _images(folder: Path) -> list[Path]:
                   and p.stat().st_size > 0)
 
 
-def _det_data_options(name: str, root: Path) -> dict:
-    """The synthetic COCO and small sizes, for whichever detector."""
-    opts = _det_options(root, cascade='cascade' in name)
-    if 'retinanet' in name:
-        opts = {
-            k: v
-            for k, v in opts.items()
-            if not k.startswith(('model.train_cfg', 'model.test_cfg',
-                                 'train_dataloader.dataset.pipeline'))
-        }
-        opts['train_dataloader.dataset.pipeline.2.scale'] = '(160,128)'
-    return opts
+def _jobs(folder: Path, imagenet_root: Path, ade_root: Path,
+          coco_root: Path) -> dict:
+    """Every run of the module: ``{key: [tool, *args]}``."""
+    jobs = {}
+    browse = stock_tool('mmpretrain', 'visualization/browse_dataset.py')
+    for name in CLS_MODELS:
+        for mode in BROWSE_MODES:
+            key = f'browse-{name}-{mode}'
+            jobs[key] = [
+                browse, get_config_path(name), '--output-dir',
+                folder / key, '--not-show', '--mode', mode,
+                '--show-number', 2
+            ] + options(**cls_options(imagenet_root, tiny=False))
+    browse = stock_tool('mmseg', 'analysis_tools/browse_dataset.py')
+    for name in SEG_MODELS:
+        opts = seg_options(ade_root, tiny=False)
+        opts['train_dataloader.dataset.indices'] = 2
+        jobs[f'browse-{name}'] = [
+            browse, get_config_path(name), '--output-dir',
+            folder / f'browse-{name}', '--not-show'
+        ] + options(**opts)
+    browse = stock_tool('mmdet', 'analysis_tools/browse_dataset.py')
+    benchmark = stock_tool('mmdet', 'analysis_tools/benchmark.py')
+    for name in DET_MODELS:
+        opts = det_options(coco_root, det_kind(name), tiny=False)
+        jobs[f'browse-{name}'] = [
+            browse, get_config_path(name), '--output-dir',
+            folder / f'browse-{name}', '--not-show'
+        ] + options(**opts)
+        for task in BENCHMARK_TASKS:
+            key = f'benchmark-{name}-{task}'
+            jobs[key] = [
+                benchmark, get_config_path(name), '--task', task,
+                '--max-iter', 3, '--num-warmup', 1, '--log-interval', 1,
+                '--repeat-num', 1, '--work-dir', folder / key
+            ] + options(**opts, **{'train_dataloader.dataset.indices': 2})
+    for name in list_models():
+        jobs[f'print_config-{name}'] = [
+            stock_tool(SCOPES[name], 'misc/print_config.py'),
+            get_config_path(name)
+        ]
+    return jobs
 
 
-@pytest.mark.parametrize('mode', ['transformed', 'pipeline'])
+@pytest.fixture(scope='module')
+def runs(imagenet_root, ade_root, coco_root, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp('stock_tools')
+    return run_stock_tools(
+        _jobs(folder, imagenet_root, ade_root, coco_root), folder)
+
+
+@pytest.mark.parametrize('mode', BROWSE_MODES)
 @pytest.mark.parametrize('name', CLS_MODELS)
-def test_mmpretrain_browse_dataset(name, mode, imagenet_root, tmp_path):
-    out = tmp_path / 'vis'
-    proc = run([
-        stock_tool('mmpretrain', 'visualization/browse_dataset.py'),
-        get_config_path(name), '--output-dir', out, '--not-show', '--mode',
-        mode, '--show-number', 2
-    ] + options(**cls_options(imagenet_root)),
-               cwd=tmp_path)
-    assert len(_images(out)) == 2, proc.stdout
+def test_mmpretrain_browse_dataset(name, mode, runs):
+    run = runs[f'browse-{name}-{mode}']
+    output = run.check()
+    assert len(_images(run.folder)) == 2, output
 
 
 @pytest.mark.parametrize('name', SEG_MODELS)
-def test_mmseg_browse_dataset(name, ade_root, tmp_path):
-    out = tmp_path / 'vis'
-    opts = seg_options(ade_root)
-    opts['train_dataloader.dataset.indices'] = 2
-    run([
-        stock_tool('mmseg', 'analysis_tools/browse_dataset.py'),
-        get_config_path(name), '--output-dir', out, '--not-show'
-    ] + options(**opts),
-        cwd=tmp_path)
-    assert len(_images(out)) == 2
+def test_mmseg_browse_dataset(name, runs):
+    run = runs[f'browse-{name}']
+    run.check()
+    assert len(_images(run.folder)) == 2
 
 
 @pytest.mark.parametrize('name', DET_MODELS)
-def test_mmdet_browse_dataset(name, coco_root, tmp_path):
-    out = tmp_path / 'vis'
-    run([
-        stock_tool('mmdet', 'analysis_tools/browse_dataset.py'),
-        get_config_path(name), '--output-dir', out, '--not-show'
-    ] + options(**_det_data_options(name, coco_root)),
-        cwd=tmp_path)
-    assert len(_images(out)) == 2
+def test_mmdet_browse_dataset(name, runs):
+    run = runs[f'browse-{name}']
+    run.check()
+    assert len(_images(run.folder)) == 2
 
 
-@pytest.mark.parametrize('task', ['dataloader', 'dataset'])
+@pytest.mark.parametrize('task', BENCHMARK_TASKS)
 @pytest.mark.parametrize('name', DET_MODELS)
-def test_mmdet_benchmark(name, task, coco_root, tmp_path):
+def test_mmdet_benchmark(name, task, runs):
     """The speed of the config's data loader and dataset (the inference task
     of mmdet's tool moves the model to CUDA unconditionally)."""
-    opts = {**_det_data_options(name, coco_root),
-            'train_dataloader.dataset.indices': 2}
-    proc = run([
-        stock_tool('mmdet', 'analysis_tools/benchmark.py'),
-        get_config_path(name), '--task', task, '--max-iter', 3,
-        '--num-warmup', 1, '--log-interval', 1, '--repeat-num', 1,
-        '--work-dir', tmp_path / 'work'
-    ] + options(**opts),
-               cwd=tmp_path)
-    assert 'Overall fps' in proc.stdout
+    assert 'Overall fps' in runs[f'benchmark-{name}-{task}'].check()
 
 
 @pytest.mark.parametrize('name', list_models())
-def test_print_config_of_its_codebase(name, tmp_path):
-    scope = {
-        **dict.fromkeys(CLS_MODELS, 'mmpretrain'),
-        **dict.fromkeys(SEG_MODELS, 'mmseg'),
-        **dict.fromkeys(DET_MODELS, 'mmdet'),
-    }[name]
-    proc = run([
-        stock_tool(scope, 'misc/print_config.py'),
-        get_config_path(name)
-    ],
-               cwd=tmp_path)
-    assert f"default_scope = '{scope}'" in proc.stdout
-    assert "type='FcaFormer'" in proc.stdout
+def test_print_config_of_its_codebase(name, runs):
+    output = runs[f'print_config-{name}'].check()
+    assert f"default_scope = '{SCOPES[name]}'" in output
+    assert "type='FcaFormer'" in output

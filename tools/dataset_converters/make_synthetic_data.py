@@ -16,6 +16,9 @@ Examples:
 
 A folder that is not empty is refused; ``--overwrite`` replaces a synthetic
 dataset written there before (and nothing else).
+
+The generators (:mod:`fcaformer_mm.datasets.synthetic`) need numpy and
+Pillow only: the tool also runs where torch or mmengine is not installed.
 """
 import argparse
 import os.path as osp
@@ -23,28 +26,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-try:
-    from fcaformer_mm.datasets.synthetic import (
-        IMAGENET_CLASSES,
-        make_ade20k,
-        make_coco,
-        make_imagenet,
-    )
-except ImportError:
-    # The package is not installed, or its heavier dependencies (torch,
-    # mmengine) are missing: the generators need only numpy and Pillow, so
-    # load their module from this checkout on its own.
-    import importlib.util
-
-    _path = osp.join(osp.dirname(osp.dirname(osp.dirname(
-        osp.abspath(__file__)))), 'fcaformer_mm', 'datasets', 'synthetic.py')
-    _spec = importlib.util.spec_from_file_location('_synthetic', _path)
-    _synthetic = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_synthetic)
-    IMAGENET_CLASSES = _synthetic.IMAGENET_CLASSES
-    make_ade20k = _synthetic.make_ade20k
-    make_coco = _synthetic.make_coco
-    make_imagenet = _synthetic.make_imagenet
+from fcaformer_mm.datasets.synthetic import (
+    IMAGENET_CLASSES,
+    make_ade20k,
+    make_coco,
+    make_imagenet,
+)
 
 # Per dataset: default counts and size, and the config it fits.
 _DEFAULTS = {
