@@ -182,8 +182,10 @@ class FcaBlock(BaseModule):
         self.norm1 = nn.LayerNorm(dim)
         self.attention_biases = nn.Parameter(
             torch.zeros(num_heads, window_size * window_size))
+        # The official (N, N) offset index, with a column per cross key
+        # (not in checkpoints): see :func:`..utils.windows.mask_index`.
         self.register_buffer('attention_bias_idxs',
-                             windows.relative_offset_index(window_size),
+                             windows.mask_index(window_size, self.num_cross),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -197,8 +199,8 @@ class FcaBlock(BaseModule):
         # The index is not in checkpoints: make it anew, so that a model
         # built on the meta device and materialised by ``to_empty()`` holds
         # a real one once its weights are loaded.
-        self.attention_bias_idxs = windows.relative_offset_index(
-            self.window_size, self.attention_biases.device)
+        self.attention_bias_idxs = windows.mask_index(
+            self.window_size, self.num_cross, self.attention_biases.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attention_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -86,7 +86,8 @@ def explicit_attention(block, x, cross):
     heads, dim = block.num_heads, block.dim
     qkv = block.qkv(x)
     q, k, v = qkv.reshape(*x.shape[:2], 3, heads, -1).permute(2, 0, 3, 1, 4)
-    mask = block.attention_biases[:, block.attention_bias_idxs]
+    mask = block.attention_biases[:, windows.relative_offset_index(
+        block.window_size)]
     if cross is not None:
         cross = block.s_norm(cross * block.s_scale_factors)
         _, k_s, v_s = block.qkv(cross).reshape(
@@ -179,7 +180,8 @@ def test_attention_mask_with_cross_keys_matches_gather_then_cat(
     expected = torch.cat(
         (biases[:, index], token_bias[0].expand(-1, tokens, -1)),
         dim=-1)[None]
-    got = windows.attention_mask(biases, index, token_bias)
+    got = windows.attention_mask(
+        biases, windows.mask_index(window_size, num_cross), token_bias)
     assert got.shape == (1, heads, tokens, tokens + num_cross)
     assert got.is_contiguous() and torch.equal(got, expected)
     weight = torch.randn(expected.shape, generator=gen, dtype=torch.float64)
@@ -191,15 +193,23 @@ def test_attention_mask_with_cross_keys_matches_gather_then_cat(
 
 
 def test_offset_index_is_a_plain_buffer_of_each_block():
+    """Each block holds the official (N, N) offset index, extended by one
+    column per cross key (its entry of the combined bias table)."""
     model = FcaFormer('l1')
     for stage in (model.layer_2, model.layer_3):
+        tokens = stage.window_size**2
         for block in stage.blocks:
+            index = block.attention_bias_idxs
+            assert index.shape == (tokens, tokens + block.num_cross)
             assert torch.equal(
-                block.attention_bias_idxs,
+                index[:, :tokens].long(),
                 windows.relative_offset_index(stage.window_size))
+            assert torch.equal(
+                index[3, tokens:].long(),
+                torch.arange(tokens, tokens + block.num_cross))
     assert not any('attention_bias_idxs' in k for k in model.state_dict())
     assert model.double().layer_2.blocks[1].attention_bias_idxs.dtype == \
-        torch.int64
+        torch.int32
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +331,7 @@ def test_mask_shape_and_contents():
     tokens = block.window_size**2
     assert mask.shape == (1, block.num_heads, tokens,
                           tokens + block.num_cross)
-    idxs = block.attention_bias_idxs
+    idxs = windows.relative_offset_index(block.window_size)
     torch.testing.assert_close(mask[0, :, :, :tokens],
                                block.attention_biases[:, idxs])
     torch.testing.assert_close(
