@@ -488,8 +488,12 @@ def guard_work_dir(work_dir: str,
         last = _read_last_checkpoint(work_dir)
         named = (f' (last_checkpoint names {last or "nothing: it is empty"})'
                  if last is not None else '')
+        where = f'The work dir {work_dir}'
+        if any(osp.sep in name for name in found):
+            where += (f' with its checkpoint dir {ckpt_dir} (default_hooks.'
+                      'checkpoint.out_dir)')
         raise WorkDirError(
-            f'The work dir {work_dir} already holds checkpoints of an earlier '
+            f'{where} already holds checkpoints of an earlier '
             f'run: {", ".join(found)}{named}. Training would replace them. '
             'Choose one:\n'
             '  --resume [CKPT]   continue that run (from its last checkpoint, '
