@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> Runner:
     ckpt_dir = ep.checkpoint_dir(cfg)
     locks = [
         ep.WorkDirLock(d)
-        for d in sorted({osp.abspath(cfg.work_dir), ckpt_dir} - {None})
+        # One lock per directory, however its path is spelled: a second
+        # flock on the same file would refuse this very run.
+        for d in sorted({osp.realpath(p)
+                         for p in (cfg.work_dir, ckpt_dir) if p})
     ] if rank == '0' else []
     try:
         try:

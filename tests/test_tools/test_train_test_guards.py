@@ -121,6 +121,16 @@ def test_checkpoints_in_out_dir_are_kept(train, tmp_path):
              'WorkDirError', str(tmp_path / 'out' / 'run' / 'epoch_1.pth'),
              'out_dir', '--overwrite')
     assert _unchanged(files)
+    # out_dir/<work dir name> is the work dir itself, spelled through a
+    # link: one directory, one lock, and its checkpoint is found.
+    (tmp_path / 'link').symlink_to(tmp_path)
+    files = _write(work_dir / 'epoch_2.pth', b'earlier')
+    message = _refused(
+        train, [CLS_CONFIG, '--work-dir', work_dir, '--cfg-options',
+                f'default_hooks.checkpoint.out_dir={tmp_path / "link"}'],
+        'WorkDirError', 'epoch_2.pth', '--overwrite')
+    assert 'Another run' not in message
+    assert _unchanged(files)
 
 
 def test_overwrite_keeps_load_from(train, tmp_path):
