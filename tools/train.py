@@ -11,11 +11,22 @@ Examples:
     python tools/train.py configs/fcaformer_l1_in1k.py --resume
     bash tools/dist_train.sh configs/mask_rcnn_fcaformer_l2_fpn_3x_coco.py 8
 
-A work dir that already holds checkpoints (``*.pth``) or a
-``last_checkpoint`` is refused unless ``--resume`` continues that run or
-``--overwrite`` deletes those checkpoints first: nothing of an earlier run
-is replaced silently. ``--resume`` without a path checks that
-``last_checkpoint`` names a checkpoint that exists.
+Nothing a user made is replaced (``fcaformer_mm.utils.entrypoint``):
+
+* A work dir that already holds checkpoints (``*.pth``) or a
+  ``last_checkpoint`` (or whose ``default_hooks.checkpoint.out_dir`` holds
+  checkpoints) is refused unless ``--resume`` continues that run or
+  ``--overwrite`` deletes those checkpoints first. ``--resume`` without a
+  path checks that ``last_checkpoint`` names a checkpoint that exists;
+  ``--resume PATH`` must name one of the work dir's checkpoints when it
+  holds any. ``--overwrite`` never deletes the checkpoint ``load_from``
+  names.
+* One run at a time per work dir: a lock (``.train.lock``, released when
+  the process ends, even when killed) refuses a second run at once.
+* The config dump of mmengine goes to another name when
+  ``<work_dir>/<config name>`` exists (the user's own config, say).
+* A syntax error in the config is reported at its file and line, and an
+  unknown top-level ``--cfg-options`` key is refused with the closest key.
 
 ``--cpu`` trains on the CPU with the config otherwise as written: the
 ``AmpOptimWrapper`` of the recipes becomes an ``OptimWrapper`` (same
@@ -34,9 +45,15 @@ if __name__ == '__main__' and '--cpu' in sys.argv[1:]:
     os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
 import argparse  # noqa: E402
+import os.path as osp  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from mmengine.config import DictAction  # noqa: E402
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+    from mmengine.runner import Runner
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -94,26 +111,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None):
+def main(argv: Sequence[str] | None = None) -> Runner:
     """Train; return the Runner."""
     args = parse_args(argv)
     import torch
 
     import fcaformer_mm  # noqa: F401  (registers into the hosts)
-    from fcaformer_mm.compat import CheckpointError
-    from fcaformer_mm.datasets.checks import check_dataset_layout
     from fcaformer_mm.utils import entrypoint as ep
     from fcaformer_mm.utils.cpu import (
         check_cpu_device,
-        init_cpu_dist,
         to_cpu_config,
     )
 
     if args.cpu:
         check_cpu_device()
 
-    cfg = ep.load_config(args.config, args.cfg_options, args.work_dir,
-                         args.launcher)
+    try:
+        cfg = ep.load_config(args.config, args.cfg_options, args.work_dir,
+                             args.launcher)
+    except (SyntaxError, ep.ConfigOptionError) as err:
+        raise SystemExit(f'{type(err).__name__}: {err}') from None
     if args.amp and (args.cpu or not torch.cuda.is_available()):
         raise SystemExit('--amp needs a GPU (torch.cuda.amp); it cannot be '
                          'used with --cpu or on a machine without CUDA.')
@@ -126,16 +143,43 @@ def main(argv: Sequence[str] | None = None):
     if args.amp:
         ep.enable_amp(cfg)
     ep.set_resume(cfg, args.resume)
-    # One process of a distributed run deletes (--overwrite); all check.
+    # One process of a distributed run locks and deletes (--overwrite);
+    # all check.
     rank = os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0'))
+    ckpt_dir = ep.checkpoint_dir(cfg)
+    locks = [
+        ep.WorkDirLock(d)
+        # One lock per directory, however its path is spelled: a second
+        # flock on the same file would refuse this very run.
+        for d in sorted({osp.realpath(p)
+                         for p in (cfg.work_dir, ckpt_dir) if p})
+    ] if rank == '0' else []
     try:
-        ep.guard_work_dir(cfg.work_dir, args.resume, args.overwrite,
-                          delete=rank == '0')
-    except ep.WorkDirError as err:
-        raise SystemExit(f'WorkDirError: {err}') from None
+        try:
+            for lock in locks:
+                lock.acquire()
+            ep.guard_work_dir(
+                cfg.work_dir, args.resume, args.overwrite,
+                delete=rank == '0', ckpt_dir=ckpt_dir,
+                load_from=None if args.resume else cfg.get('load_from'))
+        except ep.WorkDirError as err:
+            raise SystemExit(f'WorkDirError: {err}') from None
+        return _train(args, cfg)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train(args: argparse.Namespace, cfg: Config) -> Runner:
+    """Check the data, build the Runner and train, with the work dir
+    locked and checked."""
+    from fcaformer_mm.compat import CheckpointError
+    from fcaformer_mm.datasets.checks import check_dataset_layout
+    from fcaformer_mm.utils import entrypoint as ep
+    from fcaformer_mm.utils.cpu import init_cpu_dist
+
     if args.auto_scale_lr:
         ep.enable_auto_scale_lr(cfg)
-
     try:
         check_dataset_layout(cfg)
     except FileNotFoundError as err:

@@ -264,7 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import fcaformer_mm  # noqa: F401  (the safe checkpoint loaders)
     from fcaformer_mm.compat import CheckpointError, check_checkpoint_file
     from fcaformer_mm.utils.checkpoint_check import ensure_fit
+    from fcaformer_mm.utils.entrypoint import same_file
 
+    if '://' not in args.src and same_file(args.src, args.dst):
+        # By identity: a link to SRC, or SRC through a linked directory.
+        sys.exit(f'error: DST {args.dst} is the same file as SRC {args.src}; '
+                 'writing it would replace the official checkpoint. Give '
+                 'another DST.')
     if osp.isdir(args.dst):
         sys.exit(f'error: DST {args.dst} is a directory; give the path of '
                  'the file to write, e.g. '
@@ -276,8 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_checkpoint_file(args.src)
         except CheckpointError as err:
             sys.exit(f'error: {err}')
-        if osp.abspath(args.src) == osp.abspath(args.dst):
-            sys.exit('error: SRC and DST are the same file.')
     try:
         ckpt = load_official(args.src)
         weights, key = select_weights(ckpt, args.ema)

@@ -35,13 +35,20 @@ def build_model_from_config(config: str | Config,
     Returns:
         tuple[nn.Module, str]: The model (in training mode, as built) and
         the config's default scope.
+
+    Raises:
+        SyntaxError: The config is not valid Python (file and line named).
+        ConfigOptionError: A top-level key of ``cfg_options`` is unknown.
     """
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.utils import import_modules_from_strings
 
-    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    from fcaformer_mm.utils.entrypoint import check_cfg_options, read_config
+
+    cfg = config if isinstance(config, Config) else read_config(config)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg['custom_imports'])

@@ -249,8 +249,28 @@ def _verify_shapes(args: argparse.Namespace) -> list[tuple[int, ...]]:
             (1, 3, h // 2 + 3, w * 5 // 4 - 11)]
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse ``--out`` or ``--json`` that would replace an input (the
+    checkpoint, the config) or each other, by file identity.
+
+    Raises:
+        ValueError: Naming the two options and the fix.
+    """
+    from fcaformer_mm.utils.entrypoint import refuse_overwriting_inputs
+
+    inputs = {'--checkpoint': args.checkpoint, 'the config': args.config}
+    refuse_overwriting_inputs(args.out, inputs, '--out')
+    if args.json:
+        refuse_overwriting_inputs(args.json, {**inputs, '--out': args.out},
+                                  '--json')
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        check_outputs(args)
+    except ValueError as err:
+        sys.exit(f'error: {err}')
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

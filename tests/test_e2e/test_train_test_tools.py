@@ -134,10 +134,11 @@ def test_upernet_ade20k(ade_root, tmp_path):
     # test_launchers (dist_test.sh) and test_checkpoint_safety.
     test_dir = tmp_path / 'upernet_test'
     proc = run([TEST, SEG_CONFIG, work_dir / 'iter_4.pth', '--cpu', '--tta',
-                '--work-dir', test_dir, '--out', tmp_path / 'pred'] +
+                '--deploy', '--work-dir', test_dir, '--out',
+                tmp_path / 'pred'] +
                options(**opts), cwd=tmp_path)
     assert 'SegTTAModel' in proc.stdout
-    # Folded once the checkpoint is loaded (and checked to fit).
+    # --deploy: folded once the checkpoint is loaded (and checked to fit).
     assert 'Switched 1 FcaFormer backbone(s) to deploy mode' in proc.stdout
     _assert_metrics(_test_metrics(test_dir), {
         'mIoU': (0, 100),

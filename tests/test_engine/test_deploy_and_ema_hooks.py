@@ -1,5 +1,6 @@
 """FcaFormer under a real mmengine Runner: testing deploys the backbone
-once the checkpoint is loaded (unless a hook swaps weights), and an EMA
+once the checkpoint is loaded (unless an EMAHook swaps weights; another
+weight-swapping hook is refused), and an EMA
 hook that validates both the EMA and the original weights reports the
 metrics of the weights it says."""
 from __future__ import annotations
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
 import fcaformer_mm  # noqa: F401
 from fcaformer_mm.engine.hooks import SwitchToDeployHook
+from fcaformer_mm.engine.hooks.deploy_hook import DeployError
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
@@ -109,6 +112,24 @@ def test_testing_deploys_after_loading_unless_weights_swap(
     # The same numbers as the undeployed model (the EMA copy starts equal).
     assert metric.history[-1] == pytest.approx(_evaluate(reference),
                                                abs=1e-5)
+
+
+class _AveragedWeightsEMAHook(Hook):
+    """A weight-swapping hook by its name that is not an ``EMAHook``."""
+
+
+def test_deploy_refuses_other_weight_swapping_hooks(tmp_path):
+    metric = _MeanPrediction()
+    runner = _runner(tmp_path, metric, test_dataloader=_loader(),
+                     test_cfg=dict(), test_evaluator=[metric],
+                     custom_hooks=[_AveragedWeightsEMAHook()],
+                     default_scope='mmengine')
+    runner.register_hook(SwitchToDeployHook())
+    with pytest.raises(DeployError,
+                       match="_AveragedWeightsEMAHook swaps weights.*not "
+                       "mmengine's EMAHook.*Test without --deploy"):
+        runner.test()
+    assert not runner.model.backbone.deployed
 
 
 def test_ema_hook_validates_ema_and_origin_weights(tmp_path):

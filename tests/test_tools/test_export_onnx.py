@@ -188,3 +188,28 @@ def test_bad_shape_is_an_argument_error(tool, shape, capsys):
         tool.parse_args(['--out', 'x.onnx', '--shape'] + shape)
     assert info.value.code == 2
     assert 'is not a size' in capsys.readouterr().err
+
+
+def test_outputs_never_replace_inputs(tool, tmp_path):
+    """``--out`` or ``--json`` naming the checkpoint or the config (by any
+    path to it) is refused before anything is built or written."""
+    ckpt = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {}}, ckpt)
+    original = ckpt.read_bytes()
+    (tmp_path / 'link').symlink_to(tmp_path)
+    with pytest.raises(SystemExit,
+                       match=r'--out \S+ is the same file as --checkpoint'):
+        tool.main(['--arch', 'l1', '--checkpoint', str(ckpt), '--out',
+                   str(tmp_path / 'link' / 'weights.pth')])
+    assert ckpt.read_bytes() == original
+    config_text = CONFIG.read_text()
+    with pytest.raises(SystemExit,
+                       match=r'--json \S+ is the same file as the config'):
+        tool.main([str(CONFIG), '--out', str(tmp_path / 'x.onnx'),
+                   '--json', str(CONFIG)])
+    with pytest.raises(SystemExit, match=r'--json \S+ is the same file as '
+                       '--out'):
+        tool.main(['--out', str(tmp_path / 'x.onnx'), '--json',
+                   str(tmp_path / 'link' / 'x.onnx')])
+    assert CONFIG.read_text() == config_text
+    assert not (tmp_path / 'x.onnx').exists()

@@ -246,3 +246,20 @@ def test_weights_that_do_not_fit_are_refused(official, tmp_path, capsys):
     with pytest.raises(SystemExit, match='another shape'):
         tool.main([str(partial), str(tmp_path / 'o2.pth'),
                    '--allow-partial'])
+
+
+def test_never_replaces_the_source_by_another_path(official, tmp_path):
+    """``dir/src.pth dirlink/src.pth --force`` with ``dirlink -> dir``, a
+    symbolic or a hard link to SRC: the same file, refused by identity."""
+    src, _ = official
+    original = src.read_bytes()
+    (tmp_path / 'dirlink').symlink_to(tmp_path)
+    (tmp_path / 'link.pth').symlink_to(src)
+    os.link(src, tmp_path / 'hard.pth')
+    for dst in (tmp_path / 'dirlink' / src.name, tmp_path / 'link.pth',
+                tmp_path / 'hard.pth'):
+        with pytest.raises(SystemExit,
+                           match='same file as SRC.*Give another DST'):
+            tool.main([str(src), str(dst), '--force'])
+    assert src.read_bytes() == original
+    assert (tmp_path / 'link.pth').is_symlink()
