@@ -495,8 +495,11 @@ def analyse(config: str,
     """
     from mmengine.registry import DefaultScope
 
-    cfg = Config.fromfile(config)
+    from fcaformer_mm.utils.entrypoint import check_cfg_options, read_config
+
+    cfg = read_config(config)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     model, scope = build_model(cfg)
     height, width = _input_shape(shape, scope)
