@@ -121,12 +121,8 @@ def test_parameters_are_those_of_the_built_model(name):
 def test_flops_of_l1_are_measured():
     """The MACs of the index are get_flops.py's full count (checked on the
     cheapest model; the others were measured the same way)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'get_flops', REPO / 'tools' / 'analysis_tools' / 'get_flops.py')
-    get_flops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(get_flops)
-    result = get_flops.analyse(get_config_path('fcaformer_l1_in1k'))
+    from fcaformer_mm.analysis.flops import analyse
+    result = analyse(get_config_path('fcaformer_l1_in1k'))
     meta = get_model_info('fcaformer_l1_in1k')['Metadata']
     assert meta['FLOPs'] == result['full_macs']
     assert meta['Parameters'] == result['params']
