@@ -82,7 +82,7 @@ __all__ = [
     'CheckpointNotFoundError', 'check_checkpoint_file', 'load_checkpoint_file',
     'load_from_local', 'load_from_http', 'load_from_openmmlab',
     'load_from_torchvision', 'load_from_mmcls', 'load_from_pavi',
-    'load_from_ceph', 'SCHEMES', 'checkpoint_globals'
+    'load_from_ceph', 'SCHEMES', 'checkpoint_globals', 'download_cache_path'
 ]
 
 _APPLIED = False
@@ -777,16 +777,38 @@ def _dist_info() -> tuple[int, int]:
     return get_dist_info()
 
 
-def _download(url: str, model_dir: str | None = None) -> str:
-    """Download ``url`` into torch.hub's checkpoint cache (as
-    ``torch.hub.load_state_dict_from_url`` names it) unless it is there."""
-    from torch.hub import download_url_to_file, get_dir
+def download_cache_path(url: str, model_dir: str | None = None) -> str:
+    """Where :func:`load_from_http` keeps the download of ``url``.
+
+    The name is the URL's file name with a short sha256 of the whole URL
+    before its extension (``model.pth`` of ``https://a/model.pth`` becomes
+    ``model.<16 hex digits>.pth``), so two URLs that end in the same file
+    name (``a/model.pth``, ``b/model.pth``, ``model.pth?v=2``) each get
+    their own file.
+
+    Args:
+        url (str): The checkpoint's URL.
+        model_dir (str, optional): The cache folder. Defaults to torch.hub's
+            (``$TORCH_HOME/hub/checkpoints``).
+
+    Returns:
+        str: The path of the cached file (which may not exist yet).
+    """
+    from torch.hub import get_dir
     model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
     name = osp.basename(urllib.parse.urlparse(url).path)
-    if not name:
-        name = hashlib.sha256(url.encode()).hexdigest()[:16] + '.pth'
-    cached = osp.join(model_dir, name)
+    name = re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.') or 'checkpoint'
+    stem, ext = osp.splitext(name)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return osp.join(model_dir, f'{stem[:100]}.{digest}{ext[:16]}')
+
+
+def _download(url: str, model_dir: str | None = None) -> str:
+    """Download ``url`` into the cache (:func:`download_cache_path`)
+    unless it is there."""
+    from torch.hub import download_url_to_file
+    cached = download_cache_path(url, model_dir)
+    os.makedirs(osp.dirname(cached), exist_ok=True)
     if not osp.exists(cached):
         try:
             download_url_to_file(url, cached, progress=False)
@@ -803,9 +825,9 @@ def load_from_http(filename: str,
                    model_dir: str | None = None) -> Any:
     """Loader of ``http://`` and ``https://`` URLs.
 
-    The file is downloaded once into torch.hub's cache
-    (``$TORCH_HOME/hub/checkpoints``, the place
-    ``torch.hub.load_state_dict_from_url`` uses), then read with
+    The file is downloaded once into torch.hub's cache folder
+    (``$TORCH_HOME/hub/checkpoints``) under a name of its whole URL
+    (:func:`download_cache_path`), then read with
     ``torch.load(weights_only=True)``. Distributed: rank 0 downloads, the
     other ranks wait and read the cached copy.
     """

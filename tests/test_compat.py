@@ -287,7 +287,9 @@ def test_url_checkpoint_loads_and_is_cached(file_server, tmp_path):
     model = nn.Linear(1, 1)
     ckpt = load_checkpoint(model, url, map_location='cpu')
     assert float(model.weight) == 3. and ckpt['meta']['epoch'] == 1
-    cached = tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'good.pth'
+    cached = Path(compat.download_cache_path(url))
+    assert cached.parent == tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    assert cached.name.startswith('good.') and cached.suffix == '.pth'
     assert cached.read_bytes() == path.read_bytes()
     path.unlink()  # read from the cache from now on
     assert CheckpointLoader.load_checkpoint(url)['meta']['epoch'] == 1
