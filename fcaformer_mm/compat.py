@@ -133,10 +133,12 @@ class _StandIn:
         _STAND_INS_MADE[0] += 1
         return super().__new__(cls)
 
+    #: What the stand-in stands for, in messages.
+    what = 'object'
+
     def materialize(self) -> Any:
         if self.value is None:
-            _refuse(f'a {type(self).__name__.lstrip("_")} that the '
-                    'checkpoint never fills')
+            _refuse(f'a {self.what} that the checkpoint never fills')
         return self.value
 
 
@@ -150,6 +152,7 @@ class _NumpyDtype(_StandIn):
     plain numeric or bool dtype and a state that only sets its byte order;
     the load swaps it for the real dtype.
     """
+    what = 'numpy dtype'
     def __init__(self, spec: Any = None, align: Any = False,
                  copy: Any = True) -> None:
         if align not in (False, 0) or copy not in (True, 1):
@@ -198,6 +201,7 @@ class _NumpyArray(_StandIn):
     numpy's own ``__setstate__`` would trust a list of objects for an
     object dtype, or too short a list, and crash the process.
     """
+    what = 'numpy array'
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             _refuse(f'the numpy array state {state!r:.120}: not a state '
@@ -251,6 +255,7 @@ class _HistoryBufferState(_StandIn):
     load makes a new ``HistoryBuffer`` of them, whose statistics are those
     the class has.
     """
+    what = 'HistoryBuffer'
     _KEYS = frozenset(
         ('max_length', '_log_history', '_count_history', 'statistics_methods'))
     state: dict | None = None
@@ -501,6 +506,18 @@ def _refusal(message: str) -> str | None:
     return None
 
 
+def _unpickler_problem(message: str) -> str:
+    """The unpickler's own words in torch's long "Weights only load
+    failed" message (an unknown opcode, a bad persistent id, ...)."""
+    found = re.search(r'WeightsUnpickler error: (.+)', message)
+    if found:
+        return found.group(1).strip()[:300]
+    lines = [line.strip() for line in message.splitlines() if line.strip()
+             and 'Weights only load failed' not in line
+             and 'documentation of torch.load' not in line]
+    return (lines[-1] if lines else message.strip())[:300]
+
+
 def _unsafe_error(source: str, path: str | None,
                   err: BaseException) -> UnsafeCheckpointError:
     where = path or 'CHECKPOINT'
@@ -690,13 +707,12 @@ def _torch_load(file: str | IO[bytes], map_location: Any, source: str,
     except CheckpointError:
         raise
     except pickle.UnpicklingError as err:
-        if (_REFUSED in str(err) or 'Weights only load failed' in str(err)
-                or _unsafe_object_name(str(err))):
+        if _REFUSED in str(err) or _unsafe_object_name(str(err)):
             raise _unsafe_error(source, path, err) from None
         raise InvalidCheckpointError(
-            f'The checkpoint {source} could not be read ({err}). '
-            f'The file may be damaged or in another format. {again}'
-        ) from None
+            f'The checkpoint {source} could not be read '
+            f'({_unpickler_problem(str(err))}). The file may be damaged or '
+            f'in another format. {again}') from None
     except (EOFError, zipfile.BadZipFile, tarfile.TarError, KeyError) as err:
         raise InvalidCheckpointError(
             f'The checkpoint {source} is cut short or damaged and could not '
