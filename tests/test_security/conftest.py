@@ -39,6 +39,9 @@ def make_runner(work_dir: Path, max_iters: int, resume: bool = False,
     """A Runner that saves a checkpoint every 2 iterations."""
     torch.manual_seed(0)
     return Runner(
+        # mmengine names its logger and visualizer after the experiment, by
+        # default the second it starts in: two runners of one second clash.
+        experiment_name=f'{work_dir.parent.name}_{work_dir.name}',
         model=Regressor(),
         work_dir=str(work_dir),
         train_dataloader=dict(

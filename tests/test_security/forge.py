@@ -82,8 +82,8 @@ class Shell:
 
 def config_payload(marker: Path) -> str:
     """A config that creates ``marker`` when mmengine executes it."""
-    return (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')"
-            "\nmodel = dict(type='x')\n")
+    return (f'written = open({str(marker)!r}, "w").write("ran")\n'
+            "model = dict(type='x')\n")
 
 
 def save(obj: Any, path: Path) -> Path:
