@@ -8,12 +8,18 @@ pickled as ``getattr(HistoryBuffer, 'min')``, and numpy arrays and scalars in
 the logged scalars), so ``Runner.resume`` and ``load_checkpoint`` fail with
 ``UnpicklingError: Weights only load failed``.
 
-:func:`apply` adds exactly those classes to torch's allow-list with
-:func:`torch.serialization.add_safe_globals`. It does not switch the safety
-off: ``getattr`` is answered by a stand-in that fetches nothing but
-HistoryBuffer's statistics methods, and a checkpoint that pickles anything
-else (for example a callable that
-runs a shell command) is still refused by ``torch.load``.
+:func:`checkpoint_globals` allows exactly those names, and only while one
+of this module's loaders reads a checkpoint: torch's allow-list is left as it
+is, so a plain ``torch.load`` elsewhere in the process behaves as without the
+package. Each name is answered by a stand-in that checks what the file gives
+it, so the safety is not switched off: ``numpy.dtype`` accepts plain numeric
+and bool dtypes only (no object, structured or void dtype, no forged flags),
+``numpy.ndarray`` exactly as many bytes as its shape needs, ``HistoryBuffer``
+two numeric histories (never its class attribute ``_statistics_methods``),
+``getattr`` nothing but the name of a HistoryBuffer statistics method. The
+stand-ins are swapped for the real objects once ``torch.load`` returns. A
+checkpoint that pickles anything else (for example a callable that runs a
+shell command) is still refused.
 
 The allow-list alone does not reach every checkpoint: mmengine reads
 ``http(s)://``, ``open-mmlab://``, ``torchvision://`` and ``mmcls://``
@@ -33,28 +39,39 @@ through mmengine goes through them: ``init_cfg=dict(type='Pretrained')``,
 ``load_from``, ``--resume``, ``mmengine.runner.load_checkpoint`` and the
 tools of this package.
 
-The layer is applied once, on ``import fcaformer_mm``. Without
-``add_safe_globals`` (torch < 2.4) the allow-list cannot be registered, so
-those torch builds cannot resume mmengine's training state; the loaders are
-registered all the same.
+mmengine's ``Runner.resume`` runs a checkpoint's ``meta['config']`` as
+Python code (``Config.fromstring``; no pickle involved, so ``weights_only``
+does not stop it). The loaders drop that string, with a log line, before
+mmengine sees it: mmengine 2.x never writes it (its config is
+``meta['cfg']``), so the package's own checkpoints resume as before.
+``meta['cfg']`` is kept: mmengine runs it only in ``BaseInferencer`` built
+with ``model=None``, which the package's APIs never do.
+
+The loaders are registered once, on ``import fcaformer_mm``. Without
+``add_safe_globals`` (torch < 2.4) the allow-list cannot be used, so those
+torch builds cannot resume mmengine's training state.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import inspect
 import io
+import logging
+import math
 import os
 import os.path as osp
 import pickle
 import re
 import tarfile
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import warnings
 import zipfile
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator, NoReturn
 
 import numpy as np
 import torch
@@ -65,35 +82,209 @@ __all__ = [
     'CheckpointNotFoundError', 'check_checkpoint_file', 'load_checkpoint_file',
     'load_from_local', 'load_from_http', 'load_from_openmmlab',
     'load_from_torchvision', 'load_from_mmcls', 'load_from_pavi',
-    'load_from_ceph', 'SCHEMES'
+    'load_from_ceph', 'SCHEMES', 'checkpoint_globals', 'download_cache_path'
 ]
 
 _APPLIED = False
 _LOADERS: list[str] | None = None
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
+#: Marks the refusals of the stand-ins below in torch's error messages.
+_REFUSED = 'fcaformer_mm refuses'
+#: numpy kinds a checkpoint may hold: bool, signed and unsigned integers,
+#: floats and complex numbers. Everything else (objects, structured and void
+#: dtypes, strings, datetimes) is refused.
+_PLAIN_KINDS = frozenset('biufc')
+#: Bumped by each stand-in made during a load, so that loads without any
+#: numpy or mmengine object skip the walk that swaps the stand-ins out.
+_STAND_INS_MADE = [0]
+_GLOBALS_LOCK = threading.RLock()
 
 
-def _numpy_safe_globals() -> list[Callable | tuple[Callable, str]]:
-    """Numpy objects that checkpoints of numpy 1.x and 2.x refer to.
+def _refuse(what: str) -> NoReturn:
+    raise pickle.UnpicklingError(f'{_REFUSED} {what}')
 
-    Pickles name numpy's internals by module path, and that path moved from
-    ``numpy.core`` (numpy 1.x) to ``numpy._core`` (numpy 2.x); both spellings
-    are registered so checkpoints written under either numpy load under both.
+
+def _plain_dtype(spec: Any) -> np.dtype:
+    """The numpy dtype that a pickled ``numpy.dtype(spec, ...)`` names, if
+    it is a plain numeric or bool dtype."""
+    if not isinstance(spec, str) or not 0 < len(spec) <= 4:
+        _refuse(f'the numpy dtype spec {spec!r:.80}: only plain numeric and '
+                "bool dtypes ('f4', 'i8', 'b1', ...) may be loaded")
+    try:
+        dtype = np.dtype(spec)
+    except (TypeError, ValueError):
+        _refuse(f'the numpy dtype spec {spec!r}: not a numpy dtype')
+    if (dtype.kind not in _PLAIN_KINDS or dtype.hasobject
+            or dtype.fields is not None or dtype.subdtype is not None):
+        _refuse(f'the numpy dtype {dtype!r}: only plain numeric and bool '
+                'dtypes may be loaded (objects, structured, void, string '
+                'and datetime dtypes may not)')
+    return dtype
+
+
+class _StandIn:
+    """Base of the stand-ins: counted when made (by a call or by pickle's
+    ``NEWOBJ``, which skips ``__init__``), unhashable (never a dict key or
+    set item), and materialized into the real object after the load."""
+    __hash__ = None  # type: ignore[assignment]
+    value: Any = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        _STAND_INS_MADE[0] += 1
+        return super().__new__(cls)
+
+    #: What the stand-in stands for, in messages.
+    what = 'object'
+
+    def materialize(self) -> Any:
+        if self.value is None:
+            _refuse(f'a {self.what} that the checkpoint never fills')
+        return self.value
+
+
+class _NumpyDtype(_StandIn):
+    """Stands in for ``numpy.dtype`` while a checkpoint is unpickled.
+
+    numpy pickles a dtype as ``numpy.dtype(spec, align, copy)`` followed by
+    a ``__setstate__`` whose tuple sets the byte order, fields, item size
+    and flags. Given to numpy, a forged tuple can declare an object field
+    that numpy then reads as a pointer. This class accepts the spec of a
+    plain numeric or bool dtype and a state that only sets its byte order;
+    the load swaps it for the real dtype.
     """
-    core = getattr(np, '_core', None) or np.core
-    multiarray = core.multiarray
-    entries: list[Callable | tuple[Callable, str]] = [np.ndarray, np.dtype]
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
-        entries.append((multiarray.scalar, f'{module}.scalar'))
-    # Concrete dtype classes (numpy >= 1.25), e.g. numpy.dtypes.Float64DType
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        for name in dir(dtypes):
-            obj = getattr(dtypes, name)
-            if isinstance(obj, type) and issubclass(obj, np.dtype):
-                entries.append((obj, f'numpy.dtypes.{name}'))
-    return entries
+    what = 'numpy dtype'
+    def __init__(self, spec: Any = None, align: Any = False,
+                 copy: Any = True) -> None:
+        if align not in (False, 0) or copy not in (True, 1):
+            _refuse(f'numpy.dtype({spec!r:.40}, align={align!r:.20}, '
+                    f'copy={copy!r:.20}): not how numpy pickles a dtype')
+        self.value = _plain_dtype(spec)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9):
+            _refuse(f'the numpy dtype state {state!r:.120}: not a state '
+                    'that numpy writes')
+        version, order, subarray, names, fields, elsize, alignment, flags = (
+            state[:8])
+        metadata = state[8] if len(state) == 9 else None
+        if self.value is None:
+            _refuse('a numpy dtype state without a dtype')
+        plain = np.dtype(self.value.str)
+        if (version not in (3, 4) or order not in ('<', '>', '|', '=')
+                or subarray is not None or names is not None
+                or fields is not None or metadata is not None
+                or elsize not in (-1, plain.itemsize)
+                or alignment not in (-1, plain.alignment)
+                or type(flags) is not int or flags != plain.flags):
+            _refuse(f'the numpy dtype state {state!r:.120} of {plain}: it '
+                    'sets fields, sizes or flags that a plain numeric dtype '
+                    'does not have (a forged dtype)')
+        self.value = plain if order in ('|', '=') else plain.newbyteorder(
+            order)
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> '_NumpyArray':
+    """Stands in for ``numpy.core.multiarray._reconstruct``: the empty
+    ndarray that the pickle's ``__setstate__`` then fills."""
+    if cls is not _NumpyArray:
+        _refuse(f'_reconstruct({cls!r:.60}, ...): only numpy.ndarray itself '
+                'may be rebuilt')
+    return _NumpyArray()
+
+
+class _NumpyArray(_StandIn):
+    """Stands in for ``numpy.ndarray`` while a checkpoint is unpickled.
+
+    Its ``__setstate__`` takes the tuple of ``ndarray.__reduce__``, checks
+    the dtype (a :class:`_NumpyDtype`), the shape and that the raw bytes are
+    exactly as many as the shape needs, and copies them into a new array;
+    numpy's own ``__setstate__`` would trust a list of objects for an
+    object dtype, or too short a list, and crash the process.
+    """
+    what = 'numpy array'
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            _refuse(f'the numpy array state {state!r:.120}: not a state '
+                    'that numpy writes')
+        if len(state) == 5:
+            if state[0] != 1:
+                _refuse(f'numpy array state version {state[0]!r:.20}')
+            state = state[1:]
+        shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _NumpyDtype):
+            _refuse(f'a numpy array of dtype {dtype!r:.60}: not a numpy '
+                    'dtype of the checkpoint')
+        if (not isinstance(shape, tuple) or len(shape) > 32 or not all(
+                type(n) is int and n >= 0 for n in shape)):
+            _refuse(f'the numpy array shape {shape!r:.80}')
+        if type(fortran) not in (bool, int) or fortran not in (0, 1):
+            _refuse(f'the numpy array order flag {fortran!r:.40}')
+        if not isinstance(raw, bytes):
+            _refuse(f'numpy array data of type {type(raw).__name__} (a '
+                    'numeric array pickles its data as bytes)')
+        count = math.prod(shape)
+        dtype = dtype.materialize()
+        if count * dtype.itemsize != len(raw):
+            _refuse(f'a numpy array of shape {shape} and dtype {dtype} with '
+                    f'{len(raw)} bytes of data ({count * dtype.itemsize} '
+                    'needed)')
+        order = 'F' if fortran else 'C'
+        flat = np.frombuffer(raw, dtype=dtype, count=count)
+        self.value = flat.reshape(shape, order=order).copy(order=order)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
+    """Stands in for ``numpy.core.multiarray.scalar``: a numpy scalar of a
+    plain dtype from exactly ``itemsize`` bytes."""
+    if not isinstance(dtype, _NumpyDtype):
+        _refuse(f'a numpy scalar of dtype {dtype!r:.60}')
+    value = dtype.materialize()
+    if not isinstance(data, bytes) or len(data) != value.itemsize:
+        _refuse(f'a numpy scalar of dtype {value} with data {data!r:.40}')
+    return np.frombuffer(data, dtype=value)[0]
+
+
+class _HistoryBufferState(_StandIn):
+    """Stands in for mmengine's ``HistoryBuffer`` while a checkpoint is
+    unpickled.
+
+    ``HistoryBuffer.__setstate__`` merges the pickled statistics methods
+    into the class attribute ``HistoryBuffer._statistics_methods``, for the
+    whole process. This class keeps the logged values only (checked: two
+    1-D numeric arrays of one length and a positive ``max_length``); the
+    load makes a new ``HistoryBuffer`` of them, whose statistics are those
+    the class has.
+    """
+    what = 'HistoryBuffer'
+    _KEYS = frozenset(
+        ('max_length', '_log_history', '_count_history', 'statistics_methods'))
+    state: dict | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if (not isinstance(state, dict) or not set(state) <= self._KEYS
+                or not all(isinstance(k, str) for k in state)):
+            _refuse(f'the HistoryBuffer state {state!r:.120}')
+        self.state = state
+
+    def materialize(self) -> Any:
+        if self.value is not None:
+            return self.value
+        from mmengine.logging.history_buffer import HistoryBuffer
+        if self.state is None:
+            _refuse('a HistoryBuffer without a state')
+        state = {k: _materialize(v, {}) for k, v in self.state.items()}
+        logs = state.get('_log_history', np.zeros(0))
+        counts = state.get('_count_history', np.zeros(0))
+        max_length = state.get('max_length', 1000000)
+        if (not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind
+                    in _PLAIN_KINDS for a in (logs, counts))
+                or len(logs) != len(counts) or type(max_length) is not int
+                or max_length <= 0):
+            _refuse(f'the HistoryBuffer state {state!r:.120}: not two 1-D '
+                    'numeric histories of one length and a positive '
+                    'max_length')
+        self.value = HistoryBuffer(logs, counts, max_length)
+        return self.value
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -104,30 +295,84 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     ``getattr(HistoryBuffer, 'min')``. Allow-listing the real builtin
     ``getattr`` would let a checkpoint reach any attribute of any allowed
     object; this stand-in is registered under the name ``builtins.getattr``
-    for ``torch.load`` only, and refuses everything but those methods.
+    and refuses everything but the name of a statistics method, which it
+    returns as a string (the methods themselves are the class's own).
     """
     from mmengine.logging.history_buffer import HistoryBuffer
-    method = inspect.getattr_static(HistoryBuffer, name, None)
-    # The four built-in statistics, plus any a user registered with
-    # ``HistoryBuffer.register_statistics`` before loading.
+    method = inspect.getattr_static(HistoryBuffer, name, None) if isinstance(
+        name, str) else None
     registered = (name in _HISTORY_BUFFER_STATISTICS or
                   HistoryBuffer._statistics_methods.get(name) is method)
-    if (obj is not HistoryBuffer or not inspect.isfunction(method)
+    if (obj is not _HistoryBufferState or not inspect.isfunction(method)
             or not registered):
-        raise pickle.UnpicklingError(
-            f'fcaformer_mm refuses getattr({obj!r}, {name!r}) in a '
-            'checkpoint: only the statistics methods of mmengine\'s '
-            'HistoryBuffer may be fetched this way.')
-    return method
+        owner = ('HistoryBuffer' if obj is _HistoryBufferState else
+                 f'{obj!r:.60}')
+        _refuse(f'getattr({owner}, {name!r:.60}), and only the statistics '
+                "methods of mmengine's HistoryBuffer may be fetched that way")
+    return name
 
 
-def _mmengine_safe_globals() -> list[Callable | tuple[Callable, str]]:
-    """Classes that mmengine's ``Runner.save_checkpoint`` writes."""
-    try:
-        from mmengine.logging.history_buffer import HistoryBuffer
-    except ImportError:  # mmengine absent: nothing of it to allow.
-        return []
-    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
+def _materialize(obj: Any, memo: dict[int, Any]) -> Any:
+    """``obj`` with every stand-in swapped for the real object (in place
+    in dicts, lists and ``argparse.Namespace``; tuples are rebuilt)."""
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    kind = type(obj)
+    if isinstance(obj, _StandIn):
+        memo[key] = obj.materialize()
+        return memo[key]
+    memo[key] = obj
+    if isinstance(obj, dict):
+        for k, v in list(obj.items()):
+            new = _materialize(v, memo)
+            if new is not v:
+                obj[k] = new
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            new = _materialize(v, memo)
+            if new is not v:
+                obj[i] = new
+    elif kind is tuple:
+        items = tuple(_materialize(v, memo) for v in obj)
+        if any(a is not b for a, b in zip(items, obj)):
+            memo[key] = items
+    elif kind is argparse.Namespace:
+        _materialize(vars(obj), memo)
+    return memo[key]
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """Stands in for ``builtins.bytes``: pickle protocol 2 writes ``b''``
+    (the data of an empty numpy array) as ``bytes()``; other calls, such as
+    ``bytes(10**12)``, are refused."""
+    if args:
+        _refuse(f'bytes{args!r:.60} in a checkpoint: only bytes() may be '
+                'called')
+    return b''
+
+
+def _numpy_safe_globals() -> list[tuple[Callable, str]]:
+    """The numpy names that checkpoints of numpy 1.x and 2.x use, each
+    answered by a checking stand-in.
+
+    Pickles name numpy's internals by module path, and that path moved from
+    ``numpy.core`` (numpy 1.x) to ``numpy._core`` (numpy 2.x); both spellings
+    are registered so checkpoints written under either numpy load under both.
+    """
+    entries: list[tuple[Callable, str]] = [(_NumpyArray, 'numpy.ndarray'),
+                                           (_NumpyDtype, 'numpy.dtype')]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        entries.append((_numpy_reconstruct, f'{module}._reconstruct'))
+        entries.append((_numpy_scalar, f'{module}.scalar'))
+    return entries + [(_empty_bytes, 'builtins.bytes')]
+
+
+def _mmengine_safe_globals() -> list[tuple[Callable, str]]:
+    """What mmengine's ``Runner.save_checkpoint`` writes."""
+    return [(_HistoryBufferState,
+             'mmengine.logging.history_buffer.HistoryBuffer'),
+            (_history_buffer_getattr, 'builtins.getattr')]
 
 
 def _safe_globals() -> list[Callable | tuple[Callable, str]]:
@@ -138,20 +383,73 @@ def _safe_globals() -> list[Callable | tuple[Callable, str]]:
             [argparse.Namespace])
 
 
+def _entry_name(entry: Callable | tuple[Callable, str]) -> str:
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f'{entry.__module__}.{entry.__qualname__}'
+
+
 def safe_global_names() -> list[str]:
-    """Names of the globals that :func:`apply` allows in ``torch.load``.
+    """Names of the globals that the package's loads allow in
+    ``torch.load(weights_only=True)``.
+
+    Each numpy and mmengine name is answered by a stand-in that checks what
+    the checkpoint gives it (see :func:`checkpoint_globals`).
 
     Returns:
         list[str]: Fully qualified names, e.g.
         ``'mmengine.logging.history_buffer.HistoryBuffer'``.
     """
-    names = []
-    for entry in _safe_globals():
-        if isinstance(entry, tuple):
-            names.append(entry[1])
-        else:
-            names.append(f'{entry.__module__}.{entry.__qualname__}')
-    return names
+    return [_entry_name(entry) for entry in _safe_globals()]
+
+
+@contextlib.contextmanager
+def checkpoint_globals() -> Iterator[list[str]]:
+    """Allow the package's globals in ``torch.load(weights_only=True)``
+    inside this block only.
+
+    On entry the stand-ins of :func:`safe_global_names` join torch's
+    allow-list; globals the process allowed under the same names step aside
+    for the block. On exit torch's allow-list is as it was, so a plain
+    ``torch.load`` elsewhere behaves as without the package. The package's
+    own loaders (:func:`load_checkpoint_file` and the ``load_from_*``
+    loaders that serve mmengine) use it; call it yourself only around a
+    ``torch.load`` whose result you pass through the package's loaders'
+    checks, since the stand-ins are swapped for real objects only there.
+
+    Yields:
+        list[str]: The allowed names.
+
+    Raises:
+        RuntimeError: torch has no ``add_safe_globals`` (torch < 2.4).
+
+    Example:
+        >>> import torch
+        >>> from fcaformer_mm.compat import checkpoint_globals
+        >>> with checkpoint_globals() as names:
+        ...     'numpy.ndarray' in names
+        True
+        >>> torch.serialization.get_safe_globals()
+        []
+    """
+    serialization = torch.serialization
+    if not hasattr(serialization, 'add_safe_globals'):
+        raise RuntimeError(
+            f'torch {torch.__version__} has no add_safe_globals: upgrade to '
+            "torch >= 2.4 to load mmengine's training state with "
+            'weights_only=True.')
+    ours = _safe_globals()
+    names = {_entry_name(entry) for entry in ours}
+    with _GLOBALS_LOCK:
+        saved = serialization.get_safe_globals()
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(
+            [e for e in saved if _entry_name(e) not in names] + ours)
+        try:
+            yield sorted(names)
+        finally:
+            serialization.clear_safe_globals()
+            serialization.add_safe_globals(saved)
 
 
 # --------------------------------------------------------------------------
@@ -200,25 +498,55 @@ def _unsafe_object_name(message: str) -> str | None:
     return None
 
 
+def _refusal(message: str) -> str | None:
+    """What a stand-in of this module refused, from torch's error text."""
+    for line in message.splitlines():
+        if _REFUSED in line:
+            return line[line.index(_REFUSED) + len(_REFUSED):].strip()
+    return None
+
+
+def _unpickler_problem(message: str) -> str:
+    """The unpickler's own words in torch's long "Weights only load
+    failed" message (an unknown opcode, a bad persistent id, ...)."""
+    found = re.search(r'WeightsUnpickler error: (.+)', message)
+    if found:
+        return found.group(1).strip()[:300]
+    lines = [line.strip() for line in message.splitlines() if line.strip()
+             and 'Weights only load failed' not in line
+             and 'documentation of torch.load' not in line]
+    return (lines[-1] if lines else message.strip())[:300]
+
+
 def _unsafe_error(source: str, path: str | None,
                   err: BaseException) -> UnsafeCheckpointError:
-    name = _unsafe_object_name(str(err))
-    what = (f'the Python object `{name}`' if name else
-            'a Python object (' + str(err).strip().splitlines()[-1] + ')')
     where = path or 'CHECKPOINT'
     resave = (
         "python -c \"import torch; c = torch.load('" + where +
         "', map_location='cpu', weights_only=False); "
         "torch.save({'state_dict': c.get('state_dict', c)}, "
         "'weights_only.pth')\"")
+    ways_out = ('Ways out: get the weights from a source you trust; or, only '
+                'if you trust this file, save its tensors once as a plain '
+                f'checkpoint ({resave}) and load that file instead')
+    refused = _refusal(str(err))
+    if refused is not None:
+        return UnsafeCheckpointError(
+            f'Refused to load the checkpoint {source}: it holds {refused}. '
+            'Of numpy and mmengine objects, the package loads plain numeric '
+            'and bool arrays, scalars and dtypes and HistoryBuffer values '
+            'only: others can run code, crash the process or read memory '
+            'it does not own, so nothing from the file was used. ' +
+            ways_out + '.')
+    name = _unsafe_object_name(str(err))
+    what = (f'the Python object `{name}`' if name else
+            'a Python object (' + str(err).strip().splitlines()[-1] + ')')
     return UnsafeCheckpointError(
         f'Refused to load the checkpoint {source}: it contains {what}, which '
         'is not on the allow-list of torch.load(weights_only=True) '
         '(fcaformer_mm.compat.safe_global_names()). Unpickling it could run '
-        'code on this machine, so nothing from the file was used. Ways out: '
-        'get the weights from a source you trust; or, only if you trust '
-        'this file, save its tensors once as a plain checkpoint '
-        f'({resave}) and load that file instead' + (
+        'code on this machine, so nothing from the file was used. ' +
+        ways_out + (
             f'; or, if `{name}` is a plain data class you trust, allow it '
             'with `torch.serialization.add_safe_globals([...])` before '
             'loading.' if name and name.rsplit('.', 1)[-1][:1].isupper()
@@ -325,32 +653,83 @@ def check_checkpoint_file(path: str,
     return path
 
 
+def _log(message: str) -> None:
+    try:
+        from mmengine.logging import print_log
+    except ImportError:  # pragma: no cover - mmengine is a dependency
+        warnings.warn(message)
+        return
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+#: Checkpoint strings that mmengine runs as Python code, and where:
+#: ``Runner.resume`` passes ``meta['config']`` to
+#: ``Config.fromstring(..., '.py')`` (only to read ``gpu_ids`` from it).
+_CODE_STRINGS = (('meta', 'config'), )
+
+
+def _drop_code_strings(checkpoint: Any, source: str) -> None:
+    """Remove the strings of :data:`_CODE_STRINGS` from a loaded checkpoint,
+    and say so.
+
+    mmengine 2.x writes the config as ``meta['cfg']`` and never reads
+    ``meta['config']`` but in ``Runner.resume``, which executes it; the
+    checkpoints that hold one are of mmcv 1.x days. Dropped, they resume
+    and load as before: only the check that the number of GPUs matches
+    (``gpu_ids`` of that config) is skipped.
+    """
+    for outer, inner in _CODE_STRINGS:
+        part = checkpoint.get(outer) if isinstance(checkpoint, dict) else None
+        if isinstance(part, dict) and inner in part:
+            value = part.pop(inner)
+            size = (f'{len(value)} characters'
+                    if isinstance(value, str) else type(value).__name__)
+            _log(f"fcaformer_mm dropped {outer}['{inner}'] ({size}) of the "
+                 f'checkpoint {source} unread: mmengine\'s Runner.resume '
+                 'would run it as Python code. The weights and the training '
+                 'state load as before; only its check of the number of GPUs '
+                 f'(gpu_ids of that config) is skipped.')
+
+
 def _torch_load(file: str | IO[bytes], map_location: Any, source: str,
                 path: str | None, redownload: str = '') -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file."""
+    """``torch.load(weights_only=True)`` under :func:`checkpoint_globals`,
+    the stand-ins swapped for real objects, with errors that name the
+    file."""
+    again = redownload or 'Save or download it again.'
+    made = _STAND_INS_MADE[0]
     try:
-        return torch.load(file, map_location=map_location, weights_only=True)
+        with checkpoint_globals():
+            checkpoint = torch.load(
+                file, map_location=map_location, weights_only=True)
+        if _STAND_INS_MADE[0] != made:
+            checkpoint = _materialize(checkpoint, {})
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as err:
-        if 'Weights only load failed' in str(err) or _unsafe_object_name(
-                str(err)):
+        if _REFUSED in str(err) or _unsafe_object_name(str(err)):
             raise _unsafe_error(source, path, err) from None
         raise InvalidCheckpointError(
-            f'The checkpoint {source} could not be read ({err}). '
-            'The file may be damaged or in another format. ' +
-            (redownload or 'Save or download it again.')) from None
+            f'The checkpoint {source} could not be read '
+            f'({_unpickler_problem(str(err))}). The file may be damaged or '
+            f'in another format. {again}') from None
     except (EOFError, zipfile.BadZipFile, tarfile.TarError, KeyError) as err:
         raise InvalidCheckpointError(
             f'The checkpoint {source} is cut short or damaged and could not '
-            f'be read ({type(err).__name__}: {err}). ' +
-            (redownload or 'Save or download it again.')) from None
+            f'be read ({type(err).__name__}: {err}). {again}') from None
     except RuntimeError as err:
         text = str(err)
-        if 'PytorchStreamReader' in text or 'zip archive' in text:
-            raise InvalidCheckpointError(
-                f'The checkpoint {source} is cut short or damaged and could '
-                f'not be read ({text.split(". ")[0]}). ' +
-                (redownload or 'Save or download it again.')) from None
-        raise
+        if 'deserialize object on' in text:
+            raise  # a device this machine lacks: map_location is the fix
+        raise InvalidCheckpointError(
+            f'The checkpoint {source} is cut short or damaged and could '
+            f'not be read ({text.split(". ")[0][:300]}). {again}') from None
+    except Exception as err:  # noqa: BLE001  (whatever a damaged file does)
+        raise InvalidCheckpointError(
+            f'The checkpoint {source} is damaged and could not be read '
+            f'({type(err).__name__}: {str(err)[:300]}). {again}') from None
+    _drop_code_strings(checkpoint, source)
+    return checkpoint
 
 
 def load_checkpoint_file(path: str,
@@ -414,16 +793,38 @@ def _dist_info() -> tuple[int, int]:
     return get_dist_info()
 
 
-def _download(url: str, model_dir: str | None = None) -> str:
-    """Download ``url`` into torch.hub's checkpoint cache (as
-    ``torch.hub.load_state_dict_from_url`` names it) unless it is there."""
-    from torch.hub import download_url_to_file, get_dir
+def download_cache_path(url: str, model_dir: str | None = None) -> str:
+    """Where :func:`load_from_http` keeps the download of ``url``.
+
+    The name is the URL's file name with a short sha256 of the whole URL
+    before its extension (``model.pth`` of ``https://a/model.pth`` becomes
+    ``model.<16 hex digits>.pth``), so two URLs that end in the same file
+    name (``a/model.pth``, ``b/model.pth``, ``model.pth?v=2``) each get
+    their own file.
+
+    Args:
+        url (str): The checkpoint's URL.
+        model_dir (str, optional): The cache folder. Defaults to torch.hub's
+            (``$TORCH_HOME/hub/checkpoints``).
+
+    Returns:
+        str: The path of the cached file (which may not exist yet).
+    """
+    from torch.hub import get_dir
     model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
     name = osp.basename(urllib.parse.urlparse(url).path)
-    if not name:
-        name = hashlib.sha256(url.encode()).hexdigest()[:16] + '.pth'
-    cached = osp.join(model_dir, name)
+    name = re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.') or 'checkpoint'
+    stem, ext = osp.splitext(name)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return osp.join(model_dir, f'{stem[:100]}.{digest}{ext[:16]}')
+
+
+def _download(url: str, model_dir: str | None = None) -> str:
+    """Download ``url`` into the cache (:func:`download_cache_path`)
+    unless it is there."""
+    from torch.hub import download_url_to_file
+    cached = download_cache_path(url, model_dir)
+    os.makedirs(osp.dirname(cached), exist_ok=True)
     if not osp.exists(cached):
         try:
             download_url_to_file(url, cached, progress=False)
@@ -440,9 +841,9 @@ def load_from_http(filename: str,
                    model_dir: str | None = None) -> Any:
     """Loader of ``http://`` and ``https://`` URLs.
 
-    The file is downloaded once into torch.hub's cache
-    (``$TORCH_HOME/hub/checkpoints``, the place
-    ``torch.hub.load_state_dict_from_url`` uses), then read with
+    The file is downloaded once into torch.hub's cache folder
+    (``$TORCH_HOME/hub/checkpoints``) under a name of its whole URL
+    (:func:`download_cache_path`), then read with
     ``torch.load(weights_only=True)``. Distributed: rank 0 downloads, the
     other ranks wait and read the cached copy.
     """
@@ -588,39 +989,42 @@ def _register_loaders() -> list[str]:
 
 
 def is_applied() -> bool:
-    """Whether :func:`apply` has registered the allow-list in this process."""
+    """Whether :func:`apply` has put the package's loaders in place of
+    mmengine's in this process."""
     return _APPLIED
 
 
 def apply() -> dict[str, Any]:
-    """Make mmengine checkpoints loadable under ``weights_only=True``, and
-    every checkpoint loader of mmengine read under it.
+    """Make every checkpoint loader of mmengine read with
+    ``torch.load(weights_only=True)`` and the package's allow-list.
 
-    Idempotent: calling it again does nothing more.
+    The allow-list (:func:`safe_global_names`) is in force only inside the
+    package's loads (:func:`checkpoint_globals`); torch's own allow-list is
+    left as it is, so a plain ``torch.load`` elsewhere in the process
+    behaves as without the package. Idempotent: calling it again does
+    nothing more.
 
     Returns:
         dict: ``{'applied': bool, 'reason': str, 'globals': list[str],
-        'loaders': list[str]}`` describing what was done (``loaders``: the
-        schemes of mmengine's ``CheckpointLoader`` now served by this
-        module).
+        'loaders': list[str]}`` describing what was done (``globals``: the
+        names allowed inside the package's loads; ``loaders``: the schemes
+        of mmengine's ``CheckpointLoader`` now served by this module).
     """
     global _APPLIED, _LOADERS
     if _LOADERS is None:
         _LOADERS = _register_loaders()
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:
+    if not hasattr(torch.serialization, 'add_safe_globals'):
         return dict(
             applied=False,
             reason=f'torch {torch.__version__} has no add_safe_globals: '
             "mmengine's training state cannot be allow-listed",
             globals=[],
             loaders=list(_LOADERS))
-    if not _APPLIED:
-        add_safe_globals(_safe_globals())
-        _APPLIED = True
+    _APPLIED = True
     return dict(
         applied=True,
-        reason='allow-listed for torch.load(weights_only=True); mmengine\'s '
-        'checkpoint loaders read under it',
+        reason="mmengine's checkpoint loaders read with "
+        'torch.load(weights_only=True), these globals allowed inside their '
+        'loads only',
         globals=safe_global_names(),
         loaders=list(_LOADERS))

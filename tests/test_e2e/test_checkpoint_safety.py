@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from fcaformer_mm.compat import load_checkpoint_file
 from fcaformer_mm.models.backbones.fcaformer import FcaFormer
 
 from .conftest import (
@@ -137,7 +138,7 @@ def test_train_keeps_an_earlier_run(ade_root, tmp_path):
     proc = run([TRAIN, SEG_CONFIG, '--cpu', '--work-dir', work_dir,
                 '--overwrite'] + opts, cwd=tmp_path)
     assert 'deleted the earlier checkpoints' in proc.stdout
-    new = torch.load(work_dir / 'iter_2.pth', map_location='cpu')
+    new = load_checkpoint_file(str(work_dir / 'iter_2.pth'), 'cpu')
     assert new['meta']['iter'] == 2
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith(
         'iter_2.pth')

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import fcaformer_mm  # noqa: F401  (lets torch.load read mmengine's state)
+from fcaformer_mm.compat import load_checkpoint_file
 
 from .conftest import (
     CASCADE_CONFIG,
@@ -33,8 +33,8 @@ TEST = TOOLS / 'test.py'
 
 
 def _load(path: Path) -> dict:
-    # weights_only=True: the compatibility layer allows mmengine's classes.
-    return torch.load(path, map_location='cpu', weights_only=True)
+    # weights_only=True, mmengine's classes allowed inside the package's load.
+    return load_checkpoint_file(str(path), 'cpu')
 
 
 def _test_metrics(work_dir: Path) -> dict:
