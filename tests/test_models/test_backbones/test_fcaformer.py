@@ -32,14 +32,6 @@ TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 2, 3, 2], num_heads=[2, 3])
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # The models here are tiny; with several intra-op threads on a busy
-    # 2-core machine, thread hand-offs cost ten times the compute.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def official_classifier_state(arch: str | dict, seed: int,

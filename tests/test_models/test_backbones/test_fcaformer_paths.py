@@ -27,14 +27,6 @@ from fcaformer_mm.models.utils import windows
 from fcaformer_mm.models.utils.layers import trunc_normal_
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def seeded_model(**kwargs) -> FcaFormer:
     return shared_seeded_model(TINY, **kwargs)
 
