@@ -9,10 +9,10 @@ nn-only
     transposed convolutions, linear layers, ReLU-like activations, poolings,
     BatchNorm/GroupNorm/InstanceNorm/LayerNorm, ``nn.Upsample``);
     subclasses, other modules and all functional operations, attention
-    matmuls included, count nothing. A module type may add
-    what its layers do not show through a static ``nn_module_macs(module,
-    inputs, output)`` (FcaFormer's ``FcaBlock`` adds the key/value
-    projection of its cross tokens, which uses ``qkv``'s weights).
+    matmuls included, count nothing; FcaFormer's ``FcaBlock`` adds the
+    key/value projection of its cross tokens, which uses ``qkv``'s weights
+    (a module type may also add such work through a static
+    ``nn_module_macs(module, inputs, output)``).
 full
     ``mmengine.analysis.FlopAnalyzer``, which traces the forward pass and
     counts operators (convolutions, linear layers, ``matmul``/``bmm``/
@@ -53,6 +53,7 @@ import torch
 from mmengine.config import Config, DictAction
 from torch import nn
 
+from fcaformer_mm.models.backbones.fcaformer import FcaBlock
 from fcaformer_mm.utils.model_builder import (
     build_model_from_config,
     image_side,
@@ -168,6 +169,7 @@ def nn_counter_rules() -> dict[type, Callable]:
     rules[nn.Linear] = _linear_macs
     rules[nn.Upsample] = _output_elements
     rules[nn.ConvTranspose2d] = _deconv_macs
+    rules[FcaBlock] = _fca_block_macs
     try:
         from mmcv.cnn.bricks import wrappers
     except ImportError:
@@ -181,6 +183,13 @@ def nn_counter_rules() -> dict[type, Callable]:
         if isinstance(cls, type):
             rules[cls] = rule
     return rules
+
+
+def _fca_block_macs(module: FcaBlock, inputs: tuple, output: object) -> int:
+    """What an FCA block computes outside its modules: the key/value
+    projection of its cross tokens, which uses ``qkv``'s weights directly."""
+    cross = inputs[1] if len(inputs) > 1 else None
+    return 0 if cross is None else cross.numel() * 2 * module.dim
 
 
 def _rule_of(module: nn.Module, rules: dict[type, Callable]) -> Callable:

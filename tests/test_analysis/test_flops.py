@@ -90,7 +90,7 @@ def test_nn_counter_follows_mmcv_1x_rules():
 @pytest.mark.parametrize('arch', ['l1', 'l2'])
 def test_nn_counter_sees_every_fcaformer_layer(arch):
     """The nn counter sees every linear layer and convolution of FcaFormer
-    (the cross tokens' projection through ``FcaBlock.nn_module_macs``):
+    (the cross tokens' projection through the FcaBlock rule):
     the same multiply-adds as torch's operator counter finds in them, at a
     size with padded windows."""
     from fcaformer_mm.models.backbones.fcaformer import FcaFormer

@@ -1,9 +1,6 @@
 """FcaFormer backbone: the architecture, with the official module and
-parameter names, so that official checkpoints load without conversion.
-
-Layers, windows, argument checks, checkpoint loading and layer-decay rules
-live in :mod:`..utils`.
-"""
+parameter names, so that official checkpoints load without conversion
+(layers, windows, checks, checkpoints and layer decay: :mod:`..utils`)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +15,6 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 from torch import nn
-from torch.nn.utils import parametrize
 
 from fcaformer_mm.registry import MODELS
 
@@ -35,7 +31,7 @@ from ..utils.layers import (
     LayerNorm2d,
     checkpointed_call,
     drop_path_per_window,
-    folded_layer_scale,
+    fold_for_deploy,
     official_init,
     scaled,
 )
@@ -275,14 +271,6 @@ class FcaBlock(BaseModule):
                                         self.training, (rows, cols, ws),
                                         (top, left)), new_cross
 
-    @staticmethod
-    def nn_module_macs(module: FcaBlock, inputs: tuple,
-                       output: object) -> int:
-        """MACs an nn-module counter adds for this block: the cross tokens'
-        key/value projection, which uses ``qkv``'s weights directly."""
-        cross = inputs[1] if len(inputs) > 1 else None
-        return 0 if cross is None else cross.numel() * 2 * module.dim
-
 
 class ConvStage(BaseModule):
     """Stage of ConvNeXt blocks (``layer_0``, ``layer_1``) of ``dim``
@@ -350,9 +338,8 @@ class FcaStage(BaseModule):
 _DENSE_WIDTHS_L2 = (96, 192, 384, 768)
 _DEPLOYED_TRAINING = (
     'This FcaFormer is deployed (switch_to_deploy() folded its BatchNorm '
-    'statistics and layer scales), so it cannot be trained: train the '
-    'undeployed model, and deploy a copy for inference '
-    '(copy.deepcopy(model).switch_to_deploy()).')
+    'statistics and layer scales), so it cannot be trained: train the model '
+    'and deploy a copy (copy.deepcopy(model).switch_to_deploy()).')
 
 
 @MODELS.register_module()
@@ -567,31 +554,7 @@ class FcaFormer(BaseModule):
         """
         if self.deployed:
             return self
-        # Plan every fold first, changing nothing ...
-        convs, scales = [], []
-        for name, module in self.named_modules():
-            if parametrize.is_parametrized(module):
-                raise RuntimeError(
-                    f'switch_to_deploy(): {name or "the model"} is '
-                    'parametrized (torch.nn.utils.parametrize); remove the '
-                    'parametrization (parametrize.remove_parametrizations) '
-                    'before deploying. Nothing was changed.')
-            if isinstance(module, ConvBN) and not module.deployed:
-                convs.append((module, module.fused_conv()))
-            for gamma_name, linear_name in getattr(module, 'layer_scales',
-                                                   {}).items():
-                gamma = getattr(module, gamma_name)
-                if gamma is not None:
-                    linear = module.get_submodule(linear_name)
-                    scales.append((module, gamma_name, linear,
-                                   folded_layer_scale(gamma, linear)))
-        # ... then apply them: attribute assignments that cannot fail.
-        for module, fused in convs:
-            del module.bn
-            module.c = fused
-        for module, gamma_name, linear, (weight, bias) in scales:
-            linear.weight, linear.bias = weight, bias
-            module.register_parameter(gamma_name, None)
+        fold_for_deploy(self)
         self.deployed = True
         return self
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def drop_path(x: torch.Tensor,
@@ -271,3 +272,43 @@ def drop_path_per_window(x: torch.Tensor, drop_prob: float, training: bool,
     mask = mask.div_(keep).expand(-1, -1, ws, -1, ws, -1).reshape(
         batch, rows * ws, cols * ws, 1)
     return x * mask[:, top:top + height, left:left + width]
+
+
+def fold_for_deploy(model: nn.Module) -> None:
+    """Fold every :class:`ConvBN` of ``model`` into a convolution, and every
+    layer scale that a module declares in its ``layer_scales`` mapping
+    (``{gamma name: name of the linear layer it scales}``) into that layer.
+
+    All folds are computed first, as new tensors, and applied only when all
+    succeeded: on any error the model is unchanged, and tensors that other
+    code holds (a state-dict snapshot, a model sharing them) never change.
+
+    Raises:
+        RuntimeError: If a module is parametrized
+            (``torch.nn.utils.parametrize``): its weight is computed, so
+            folding would drop the parametrization.
+    """
+    convs, scales = [], []
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            raise RuntimeError(
+                f'switch_to_deploy(): {name or "the model"} is parametrized '
+                '(torch.nn.utils.parametrize); remove the parametrization '
+                '(parametrize.remove_parametrizations) before deploying. '
+                'Nothing was changed.')
+        if isinstance(module, ConvBN) and not module.deployed:
+            convs.append((module, module.fused_conv()))
+        for gamma_name, linear_name in getattr(module, 'layer_scales',
+                                               {}).items():
+            gamma = getattr(module, gamma_name)
+            if gamma is not None:
+                linear = module.get_submodule(linear_name)
+                scales.append((module, gamma_name, linear,
+                               folded_layer_scale(gamma, linear)))
+    # Attribute assignments only from here on: they cannot fail halfway.
+    for module, fused in convs:
+        del module.bn
+        module.c = fused
+    for module, gamma_name, linear, (weight, bias) in scales:
+        linear.weight, linear.bias = weight, bias
+        module.register_parameter(gamma_name, None)
