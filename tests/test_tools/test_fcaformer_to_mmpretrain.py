@@ -263,3 +263,17 @@ def test_never_replaces_the_source_by_another_path(official, tmp_path):
             tool.main([str(src), str(dst), '--force'])
     assert src.read_bytes() == original
     assert (tmp_path / 'link.pth').is_symlink()
+
+
+def test_deployed_weights_are_refused(tmp_path):
+    """Weights of a deployed model (folded Conv-BN: ``...c.bias``) cannot
+    be unfolded; the converter says so and writes nothing."""
+    model = FcaFormer(TINY, out_type='avg_featmap').eval()
+    deployed = dict(model.switch_to_deploy().state_dict())
+    deployed['head.weight'] = torch.randn(7, 48)
+    deployed['head.bias'] = torch.randn(7)
+    src = tmp_path / 'deployed.pth'
+    torch.save({'model': deployed}, src)
+    with pytest.raises(SystemExit, match='deployed FcaFormer weights'):
+        tool.main([str(src), str(tmp_path / 'o.pth')])
+    assert not (tmp_path / 'o.pth').exists()

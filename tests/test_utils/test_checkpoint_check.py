@@ -127,3 +127,15 @@ def test_load_fitting_weights(tmp_path):
                                        nn.BatchNorm2d(4)), str(official))
     with pytest.raises(CheckpointFitError, match='no weight of the model'):
         load_fitting_weights(nn.Linear(7, 7), str(path))
+
+
+def test_deployed_fcaformer_weights_are_refused():
+    from fcaformer_mm.models.backbones.fcaformer import FcaFormer
+    arch = dict(embed_dims=[8, 16, 16, 24], depths=[1, 1, 2, 1],
+                num_heads=[2, 2])
+    model = FcaFormer(arch)
+    deployed = FcaFormer(arch).eval().switch_to_deploy().state_dict()
+    with pytest.raises(CheckpointFitError, match='deployed FcaFormer'):
+        ensure_fit(model, deployed, 'deployed.pth', allow_partial=True)
+    # The undeployed layout of the same model fits.
+    ensure_fit(model, FcaFormer(arch).state_dict(), 'plain.pth')
