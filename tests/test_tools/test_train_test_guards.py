@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from fcaformer_mm.compat import load_checkpoint_file
 from fcaformer_mm.utils.entrypoint import WorkDirLock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,8 +203,8 @@ def test_killed_run_releases_the_work_dir_and_config_stays(
         _data(imagenet), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout[-6000:]
-    assert torch.load(work_dir / 'epoch_1.pth', map_location='cpu',
-                      weights_only=True)['meta']['epoch'] == 1
+    ckpt = load_checkpoint_file(str(work_dir / 'epoch_1.pth'), 'cpu')
+    assert ckpt['meta']['epoch'] == 1
     assert config.read_text() == text
     dumps = list(work_dir.glob('my.*.py'))
     assert len(dumps) == 1 and 'init_cfg=None' in dumps[0].read_text()
