@@ -88,11 +88,12 @@ def test_corpus_refusals_name_the_problem(corpus):
 
 
 def test_the_mutations_reach_the_loader(corpus):
-    """Most mutants are refused, some still load: the corpus exercises the
-    unpickler, not only the zip reader."""
+    """Mutants reach the unpickler, not only the zip reader: some load or
+    are refused by the allow-list (which ones depends on the bytes of the
+    real checkpoint, which hold times and so differ between runs)."""
     outcomes = [corpus[f'mutant_{i:03d}'][0]['outcome']
                 for i in range(MUTANTS)]
-    assert 'data' in outcomes
+    assert any(o in ('data', 'UnsafeCheckpointError') for o in outcomes)
     assert any(o.endswith('CheckpointError') for o in outcomes)
 
 
