@@ -84,3 +84,31 @@ def payload(tmp_path, file_server):
     path = write_payload_checkpoint(file_server.root / 'payload.pth', marker)
     yield file_server.url('payload.pth'), path, marker
     assert not marker.exists(), 'a loader ran the code of the payload'
+
+
+# --------------------------------------------------------------------------
+# Datasets in the real layouts, made once per test run (read only).
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory) -> Path:
+    from fcaformer_mm.datasets.synthetic import make_ade20k
+    return make_ade20k(
+        tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016',
+        num_train=4, num_val=2, size=(64, 64))
+
+
+@pytest.fixture(scope='session')
+def coco_root(tmp_path_factory) -> Path:
+    from fcaformer_mm.datasets.synthetic import make_coco
+    return make_coco(
+        tmp_path_factory.mktemp('coco') / 'coco',
+        num_train=2, num_val=2, size=(128, 160))
+
+
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory) -> Path:
+    from fcaformer_mm.datasets.synthetic import make_imagenet
+    return make_imagenet(
+        tmp_path_factory.mktemp('imagenet') / 'imagenet',
+        num_classes=4, num_train_per_class=2, num_val_per_class=1,
+        size=(64, 64))

@@ -9,46 +9,21 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
+from toys import Regressor, Toy
 
 import fcaformer_mm  # noqa: F401  (applies the layer)
 from fcaformer_mm import compat
 
 
-class _Regressor(BaseModel):
-    """A tiny model whose loss depends on the optimizer's whole history."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 1)
-
-    def forward(self, inputs, labels, mode='tensor'):
-        out = self.linear(inputs).squeeze(1)
-        if mode == 'loss':
-            return {'loss': ((out - labels)**2).mean()}
-        return out
-
-
-class _Toy(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 32
-
-    def __getitem__(self, idx):
-        gen = torch.Generator().manual_seed(idx)
-        x = torch.randn(4, generator=gen)
-        return dict(inputs=x, labels=x.sum())
-
-
 def _runner(work_dir: Path, max_iters: int, resume: bool) -> Runner:
     torch.manual_seed(0)  # the same initial weights for every run
     return Runner(
-        model=_Regressor(),
+        model=Regressor(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=_Toy(),
+            dataset=Toy(32),
             sampler=dict(type='DefaultSampler', shuffle=True),
             batch_size=4,
             collate_fn=dict(type='default_collate')),

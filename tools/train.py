@@ -45,7 +45,6 @@ if __name__ == '__main__' and '--cpu' in sys.argv[1:]:
     os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
 import argparse  # noqa: E402
-import os.path as osp  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -143,31 +142,13 @@ def main(argv: Sequence[str] | None = None) -> Runner:
     if args.amp:
         ep.enable_amp(cfg)
     ep.set_resume(cfg, args.resume)
-    # One process of a distributed run locks and deletes (--overwrite);
-    # all check.
     rank = os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0'))
-    ckpt_dir = ep.checkpoint_dir(cfg)
-    locks = [
-        ep.WorkDirLock(d)
-        # One lock per directory, however its path is spelled: a second
-        # flock on the same file would refuse this very run.
-        for d in sorted({osp.realpath(p)
-                         for p in (cfg.work_dir, ckpt_dir) if p})
-    ] if rank == '0' else []
     try:
-        try:
-            for lock in locks:
-                lock.acquire()
-            ep.guard_work_dir(
-                cfg.work_dir, args.resume, args.overwrite,
-                delete=rank == '0', ckpt_dir=ckpt_dir,
-                load_from=None if args.resume else cfg.get('load_from'))
-        except ep.WorkDirError as err:
-            raise SystemExit(f'WorkDirError: {err}') from None
-        return _train(args, cfg)
-    finally:
-        for lock in locks:
-            lock.release()
+        with ep.claim_work_dir(cfg, args.resume, args.overwrite,
+                               main_process=rank == '0'):
+            return _train(args, cfg)
+    except ep.WorkDirError as err:
+        raise SystemExit(f'WorkDirError: {err}') from None
 
 
 def _train(args: argparse.Namespace, cfg: Config) -> Runner:

@@ -24,7 +24,8 @@ what a user made:
 * :func:`guard_work_dir` keeps ``tools/train.py`` from replacing the
   checkpoints of an earlier run, in the work dir and in
   ``CheckpointHook.out_dir`` (:func:`checkpoint_dir`);
-* :class:`WorkDirLock` lets one training run at a time use a work dir;
+* :class:`WorkDirLock` lets one training run at a time use a work dir, and
+  :func:`claim_work_dir` locks and checks it for ``tools/train.py``;
 * :func:`build_runner` never lets mmengine's config dump replace a file
   that is already there (:func:`protect_config_dump`);
 * :func:`same_file` and :func:`refuse_overwriting_inputs` compare files by
@@ -34,6 +35,7 @@ what a user made:
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import difflib
 import errno
@@ -44,7 +46,7 @@ import os.path as osp
 import socket
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -55,7 +57,8 @@ __all__ = [
     'enable_auto_scale_lr', 'setup_tta', 'setup_visualization',
     'setup_out', 'add_out_dumper', 'build_runner', 'has_amp_wrapper',
     'WorkDirError', 'existing_checkpoints', 'guard_work_dir',
-    'checkpoint_dir', 'WorkDirLock', 'ConfigOptionError', 'check_cfg_options',
+    'checkpoint_dir', 'WorkDirLock', 'claim_work_dir', 'ConfigOptionError',
+    'check_cfg_options',
     'read_config', 'protect_config_dump', 'same_file',
     'refuse_overwriting_inputs', 'RUNNER_KEYS'
 ]
@@ -598,6 +601,35 @@ class WorkDirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def claim_work_dir(cfg: Config, resume: bool | str, overwrite: bool,
+                   main_process: bool = True) -> Iterator[None]:
+    """Lock the work dir (and the checkpoint dir of
+    ``default_hooks.checkpoint.out_dir``) and check it, for one training
+    run; the locks are held until the ``with`` block ends.
+
+    The main process of a distributed run locks and deletes
+    (``--overwrite``); every process checks (:func:`guard_work_dir`).
+
+    Raises:
+        WorkDirError: Another run holds a lock, or the work dir holds what
+            this run must not replace.
+    """
+    ckpt_dir = checkpoint_dir(cfg)
+    # One lock per directory, however its path is spelled: a second flock
+    # on the same file would refuse this very run.
+    dirs = sorted({osp.realpath(p) for p in (cfg.work_dir, ckpt_dir) if p})
+    with contextlib.ExitStack() as stack:
+        if main_process:
+            for work_dir in dirs:
+                stack.enter_context(WorkDirLock(work_dir))
+        guard_work_dir(
+            cfg.work_dir, resume, overwrite, delete=main_process,
+            ckpt_dir=ckpt_dir,
+            load_from=None if resume else cfg.get('load_from'))
+        yield
 
 
 def enable_auto_scale_lr(cfg: Config) -> None:

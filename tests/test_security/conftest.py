@@ -5,33 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
-
-
-class Regressor(BaseModel):
-    """A linear model with a loss, enough for mmengine's Runner."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 1)
-
-    def forward(self, inputs, labels, mode='tensor'):
-        out = self.linear(inputs).squeeze(1)
-        if mode == 'loss':
-            return {'loss': ((out - labels)**2).mean()}
-        return out
-
-
-class Toy(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, idx):
-        x = torch.randn(4, generator=torch.Generator().manual_seed(idx))
-        return dict(inputs=x, labels=x.sum())
+from toys import Regressor, Toy
 
 
 def make_runner(work_dir: Path, max_iters: int, resume: bool = False,
@@ -45,7 +20,7 @@ def make_runner(work_dir: Path, max_iters: int, resume: bool = False,
         model=Regressor(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=Toy(),
+            dataset=Toy(16),
             sampler=dict(type='DefaultSampler', shuffle=True),
             batch_size=4,
             collate_fn=dict(type='default_collate')),

@@ -24,7 +24,7 @@ EXPORT = ROOT / 'tools' / 'deployment' / 'export_onnx.py'
 
 
 def readme_example() -> str:
-    """The Python block of the README's "Running an exported graph" example
+    """The Python block of the README's ONNX example
     (the block after the ``onnx-example`` marker)."""
     text = (ROOT / 'README.md').read_text(encoding='utf-8')
     match = re.search(r'<!-- onnx-example -->\s*```python\n(.*?)```', text,

@@ -49,15 +49,6 @@ def test_tool() -> ModuleType:
     return _tool('test')
 
 
-@pytest.fixture(scope='module')
-def imagenet(tmp_path_factory) -> Path:
-    from fcaformer_mm.datasets.synthetic import make_imagenet
-    return make_imagenet(
-        tmp_path_factory.mktemp('imagenet') / 'imagenet',
-        num_classes=4, num_train_per_class=2, num_val_per_class=1,
-        size=(64, 64))
-
-
 def _data(root: Path) -> list[str]:
     """Tiny sizes on the synthetic ImageNet: two iterations per epoch."""
     opts = []
@@ -176,7 +167,7 @@ sys.stdin.read()
 
 
 def test_killed_run_releases_the_work_dir_and_config_stays(
-        tmp_path, imagenet):
+        tmp_path, imagenet_root):
     """A run killed with SIGKILL leaves no lock behind: the next run
     trains. That run's config lies in its work dir, with comments; the
     config dump of mmengine goes next to it."""
@@ -200,7 +191,7 @@ def test_killed_run_releases_the_work_dir_and_config_stays(
     proc = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'train.py'), str(config),
          '--work-dir', str(work_dir), '--cpu', '--cfg-options'] + TINY +
-        _data(imagenet), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        _data(imagenet_root), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout[-6000:]
     ckpt = load_checkpoint_file(str(work_dir / 'epoch_1.pth'), 'cpu')
@@ -246,7 +237,7 @@ class WeightEMASwapHook(Hook):
 
 
 def test_deploy_refused_with_another_weight_swapping_hook(
-        test_tool, tmp_path, imagenet, monkeypatch):
+        test_tool, tmp_path, imagenet_root, monkeypatch):
     (tmp_path / 'swap_hooks_for_test.py').write_text(SWAP_HOOK)
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tmp_path / 'swap.py'
@@ -259,6 +250,6 @@ def test_deploy_refused_with_another_weight_swapping_hook(
     torch.save({'state_dict': {}}, ckpt)
     _refused(test_tool, [config, ckpt, '--deploy', '--allow-partial',
                          '--work-dir', tmp_path / 'wd', '--cfg-options'] +
-             TINY + _data(imagenet),
+             TINY + _data(imagenet_root),
              'DeployError: --deploy: WeightEMASwapHook swaps weights',
              "not mmengine's EMAHook", 'Test without --deploy')

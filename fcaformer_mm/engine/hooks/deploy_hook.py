@@ -89,10 +89,9 @@ class SwitchToDeployHook(Hook):
     It runs after the checkpoint is loaded (``before_test``), so the folded
     weights are those of the checkpoint. It does nothing, saying why, when
     mmengine's ``EMAHook`` (or a subclass) is registered: that hook copies
-    unfolded weights into the model, so the model must stay unfolded (and
-    folds per forward instead, computing the same numbers). Any other hook
-    that swaps weights (a class name with ``EMA``) stops the test
-    (:func:`check_deployable`).
+    unfolded weights into the model, so the model must stay unfolded. Any
+    other hook that swaps weights (a class name with ``EMA``) stops the
+    test (:func:`check_deployable`).
     """
 
     priority = 'LOWEST'
