@@ -20,6 +20,11 @@ def test_installer_dry_run_keeps_working_stack():
     assert 'building mmcv' not in text
     assert 'installing torch' not in text
     assert '-e ' in text and '[all]' in text
+    # The summary says it was a plan, not a record.
+    assert 'What was done' not in text
+    assert 'nothing was installed or changed' in text
+    summary = text.split('What a real run would do:', 1)[1]
+    assert 'installing mmengine' in summary
 
 
 def test_demo_reports_environment():

@@ -115,7 +115,8 @@ class Installer:
         self.dry_run = dry_run
         self.jobs = jobs
         self.summary: list[str] = []
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        if not dry_run:
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
 
     def record(self, what: str) -> None:
         self.summary.append(what)
@@ -317,9 +318,15 @@ def main() -> int:
         print('\n[install] interrupted; run it again to continue.',
               file=sys.stderr)
         return 130
-    say(f'finished in {time.time() - start:.0f} s. What was done:')
+    if args.dry_run:
+        say(f'dry run, {time.time() - start:.0f} s: nothing was installed '
+            'or changed. What a real run would do:')
+    else:
+        say(f'finished in {time.time() - start:.0f} s. What was done:')
     for item in installer.summary:
         print(f'  - {item}')
+    if args.dry_run:
+        say('run it again without --dry-run to do it.')
     return 0
 
 

@@ -891,8 +891,55 @@ def make_imagenet(root: PathLike,
 GENERATORS: Dict[str, Callable[..., Path]] = dict(
     ade20k=make_ade20k, coco=make_coco, imagenet=make_imagenet)
 
+_LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def cfg_options(dataset: str, root: PathLike,
+                num_classes: Optional[int] = None) -> List[str]:
+    """The ``--cfg-options`` that train and test a config on a generated
+    dataset.
+
+    Every dataloader reads ``root``; COCO's evaluators read its validation
+    annotations. For ImageNet with ``num_classes``, the classifier is also
+    made that wide: the head, and the data preprocessor whose
+    ``num_classes`` sizes the one-hot targets of Mixup / CutMix and label
+    smoothing; below five classes the evaluators report top-1 only.
+
+    Args:
+        dataset (str): ``'ade20k'``, ``'coco'`` or ``'imagenet'``.
+        root (str | Path): The dataset root.
+        num_classes (int, optional): ImageNet only: the head's classes.
+            Defaults to None (the 1000-class head, which fits the labels
+            as they are).
+
+    Returns:
+        list[str]: ``key=value`` pairs, to follow ``--cfg-options``.
+
+    Raises:
+        ValueError: For an unknown dataset, or ``num_classes`` outside
+            ImageNet.
+    """
+    if dataset not in GENERATORS:
+        raise ValueError(f'Unknown dataset {dataset!r}; choose from '
+                         f'{sorted(GENERATORS)}.')
+    if num_classes is not None and dataset != 'imagenet':
+        raise ValueError('num_classes applies to imagenet only.')
+    root = str(root)
+    options = [f'{k}.dataset.data_root={root}' for k in _LOADERS]
+    if dataset == 'coco':
+        ann = os.path.join(root, 'annotations', 'instances_val2017.json')
+        options += [f'{k}.ann_file={ann}'
+                    for k in ('val_evaluator', 'test_evaluator')]
+    if num_classes is not None:
+        options += [f'model.head.num_classes={num_classes}',
+                    f'data_preprocessor.num_classes={num_classes}']
+        if num_classes < 5:
+            options += ['val_evaluator.topk=1', 'test_evaluator.topk=1']
+    return options
+
+
 __all__ = [
-    'make_ade20k', 'make_coco', 'make_imagenet', 'GENERATORS',
+    'make_ade20k', 'make_coco', 'make_imagenet', 'GENERATORS', 'cfg_options',
     'ADE20K_CLASSES', 'COCO_CATEGORIES', 'COCO_DRAWN', 'IMAGENET_CLASSES',
     'MANIFEST_NAME', 'shape_polygon', 'polygon_mask', 'polygon_area'
 ]

@@ -21,13 +21,13 @@ The generators (:mod:`fcaformer_mm.datasets.synthetic`) need numpy and
 Pillow only: the tool also runs where torch or mmengine is not installed.
 """
 import argparse
-import os.path as osp
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from fcaformer_mm.datasets.synthetic import (
     IMAGENET_CLASSES,
+    cfg_options,
     make_ade20k,
     make_coco,
     make_imagenet,
@@ -95,25 +95,6 @@ def _count_files(root: Path) -> int:
                if p.is_file() and not p.name.startswith('.'))
 
 
-def cfg_options(dataset: str, root: str) -> str:
-    """Return the ``--cfg-options`` that point a config at ``root``.
-
-    Args:
-        dataset (str): ``'ade20k'``, ``'coco'`` or ``'imagenet'``.
-        root (str): The dataset root.
-
-    Returns:
-        str: The options, ready for ``tools/train.py`` / ``tools/test.py``.
-    """
-    keys = ['train_dataloader', 'val_dataloader', 'test_dataloader']
-    options = [f'{k}.dataset.data_root={root}' for k in keys]
-    if dataset == 'coco':
-        ann = osp.join(root, 'annotations', 'instances_val2017.json')
-        options += [f'{k}.ann_file={ann}'
-                    for k in ('val_evaluator', 'test_evaluator')]
-    return '--cfg-options ' + ' '.join(options)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Write the dataset and say how to use it.
 
@@ -155,14 +136,14 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{_count_files(root)} files, {size[0]}x{size[1]} pixels, '
           f'seed {args.seed}.')
     print(f'Point a config at it, e.g. {defaults["config"]}:')
-    print(f'  {cfg_options(args.dataset, root_str)}')
+    print('  --cfg-options ' + ' '.join(cfg_options(args.dataset, root_str)))
     if args.dataset == 'imagenet':
         n = args.num_classes
-        print(f'  (the labels 0..{n - 1} are those of the same classes in '
-              'ImageNet-1k, so the 1000-class head fits as it is; a smaller '
-              f'head: model.head.num_classes={n}'
-              + (' val_evaluator.topk=1 test_evaluator.topk=1' if n < 5
-                 else '') + ')')
+        print(f'The labels 0..{n - 1} are those of the same classes in '
+              'ImageNet-1k, so the 1000-class head fits as it is. For a '
+              f'{n}-class head:')
+        print('  --cfg-options '
+              + ' '.join(cfg_options(args.dataset, root_str, n)))
     return 0
 
 
