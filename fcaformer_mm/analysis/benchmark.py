@@ -138,6 +138,7 @@ from .models import (
 )
 from .official import load_official_dense
 from .rss import peak_rss_rise
+from .runtimes import RUNTIMES, make_runner
 
 __all__ = [
     'DEFAULT_MODELS', 'METRICS', 'make_subjects', 'time_round_robin',
@@ -248,6 +249,8 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
             s.model.train()
             s.optimizer = s.scaler = None
 
+        runners: dict = {}
+
         def call(s: Subject) -> None:
             _train_step(s, x, device, precision)
 
@@ -258,6 +261,16 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
         x = images(batch, args.size, device)
         for s in chosen:
             s.model.eval()
+        runners = {}
+        if metric != 'compiled' and args.runtime != 'eager':
+            for s in chosen:
+                print(f'[{time.strftime("%H:%M:%S")}] {args.runtime}: '
+                      f'preparing {s.label}', file=sys.stderr, flush=True)
+                with autocast(device, precision):
+                    runners[s.label] = make_runner(
+                        args.runtime, s.model, s.scope, x,
+                        args.compile_backend, args.compile_mode)
+        for s in chosen:
             if metric == 'compiled' and s.compiled is None:
                 s.compiled = torch.compile(
                     s.model,
@@ -279,6 +292,9 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
 
         def call(s: Subject) -> None:
             with autocast(device, precision):
+                if s.label in runners:
+                    runners[s.label](x)
+                    return
                 compiled = metric == 'compiled' and s.compiled is not None
                 s.infer(x, compiled=compiled)
 
@@ -305,6 +321,10 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
             images_per_s=batch / median * 1e3)
         if metric == 'compiled':
             entry['compile_s'] = s.compile_s
+        runner = runners.get(s.label) if metric != 'train' else None
+        if runner is not None:
+            entry.update(runtime=runner.name, prepare_s=runner.prepare_s,
+                         max_abs_diff_to_eager=runner.max_abs_diff)
         out[s.label] = entry
     return out
 
@@ -702,6 +722,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--reference', default='convnext-t',
                         help='the model ratios are relative to')
+    parser.add_argument(
+        '--runtime', default='eager', choices=RUNTIMES,
+        help='what runs the latency and throughput metrics: eager PyTorch, '
+        'ONNX Runtime (ort: exported at the measured shape, fp32, CPU) or '
+        'torch.compile under inductor\'s freezing (compile); export and '
+        'compilation are done before the timed calls and not counted')
     parser.add_argument('--compile-mode', default=None,
                         help='mode of torch.compile')
     parser.add_argument('--compile-backend', default='inductor',
@@ -760,6 +786,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error('the official model needs --official-path')
     if 'official' in args.models and args.arch != 'l2':
         parser.error('the official dense model is L2: use --arch l2')
+    if args.runtime == 'ort' and (args.device != 'cpu'
+                                  or args.precisions != ['fp32']):
+        parser.error('--runtime ort runs fp32 on the CPU: use --device cpu '
+                     '--precisions fp32')
+    if args.runtime != 'eager' and 'compiled' in args.metrics:
+        parser.error('--metrics compiled times torch.compile beside eager; '
+                     'with --runtime, drop it')
     if 'fp16' in args.precisions and not args.device.startswith('cuda'):
         parser.error('fp16 mixed precision is measured on CUDA only')
     if args.repeats < 1 or args.warmup < 0:
@@ -788,6 +821,7 @@ def _meta(args: argparse.Namespace) -> dict:
         metrics=list(args.metrics),
         precisions=list(args.precisions),
         official_path=args.official_path,
+        runtime=args.runtime,
         compile=dict(mode=args.compile_mode,
                      backend=args.compile_backend,
                      freezing=args.compile_freezing),
