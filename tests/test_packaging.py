@@ -45,7 +45,8 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp('build')
     src = tmp / 'src'
     src.mkdir()
-    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info')
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info',
+                                    '.mim')
     for name in SOURCES:
         path = REPO / name
         if path.is_dir():
@@ -149,3 +150,35 @@ def test_suite_keeps_only_failed_tests_temporary_directories(pytestconfig):
     tests wrote, of the last run."""
     assert pytestconfig.getini('tmp_path_retention_policy') == 'failed'
     assert int(pytestconfig.getini('tmp_path_retention_count')) <= 1
+
+
+def test_mim_reads_the_editable_install(tmp_path):
+    """README command 1 (``tools/install.py``) installs the package
+    editable and links what OpenMIM reads; ``mim search`` and ``mim list``
+    then see this clone from any working directory."""
+    pytest.importorskip('mim')
+    from importlib import metadata
+
+    dist = metadata.distribution('fcaformer_mm')
+    site_link = Path(dist.locate_file('')) / 'fcaformer_mm'
+    assert site_link.is_symlink() and site_link.resolve() == (
+        REPO / 'fcaformer_mm'), (
+            f'{site_link} is not a link to this clone: install with '
+            '`python3 tools/install.py --tests` (README command 2)')
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    out = _run([sys.executable, '-m', 'mim', 'search', 'fcaformer_mm'],
+               cwd=tmp_path, env=env)
+    configs = {line.split(':', 1)[1].strip() for line in out.splitlines()
+               if line.startswith('config id:')}
+    index = yaml.safe_load((REPO / 'model-index.yml').read_text())
+    names = {m['Name'] for f in index['Import']
+             for m in yaml.safe_load((REPO / f).read_text())['Models']}
+    assert configs == names
+    out = _run([sys.executable, '-m', 'mim', 'list'], cwd=tmp_path, env=env)
+    row = next(r.split() for r in out.splitlines()
+               if r.startswith('fcaformer-mm '))
+    assert row[1] == metadata.version('fcaformer_mm')
+    # The package, its configs and tools are read from the clone.
+    out = _run([sys.executable, '-c', 'import fcaformer_mm.apis as a; '
+                'print(a.resource_root())'], cwd=tmp_path, env=env)
+    assert Path(out.split()[-1]) == REPO

@@ -102,6 +102,36 @@ def probe() -> dict:
                      f'{sys.executable}:\n{out.stderr[-2000:]}')
 
 
+#: Where pip put the fcaformer_mm distribution: site-packages, its RECORD,
+#: and the folder of an editable install.
+DIST_PROBE = r'''
+import json, importlib.metadata as md
+from urllib.parse import unquote, urlparse
+d = md.distribution("fcaformer_mm")
+url = json.loads(d.read_text("direct_url.json") or "{}")
+editable = url.get("dir_info", {}).get("editable")
+record = [f for f in d.files if f.name == "RECORD" and
+          f.parent.name.endswith(".dist-info")][0]
+print(json.dumps({
+    "site": str(d.locate_file("")),
+    "record": str(d.locate_file(record)),
+    "editable_dir": unquote(urlparse(url["url"]).path) if editable else None,
+}))
+'''
+
+
+def _link(path: Path, target: Path) -> None:
+    """Make ``path`` a symbolic link to ``target``, unless it is one."""
+    if path.is_symlink() and os.readlink(path) == str(target):
+        return
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        raise StepFailed(f'{path} exists and is not a link; move it away '
+                         'and run this script again.')
+    path.symlink_to(target, target_is_directory=not target.suffix)
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     """``'2.1.0rc1+cu121'`` -> ``(2, 1, 0)``."""
     nums = re.findall(r'\d+', version.split('+')[0])[:3]
@@ -271,6 +301,63 @@ class Installer:
         finally:
             os.unlink(fh.name)
 
+    def openmim_step(self) -> None:
+        """Let OpenMIM read the editable install.
+
+        OpenMIM (``mim search``, ``mim list``) reads a package's model index
+        at ``<site-packages>/fcaformer_mm/.mim/model-index.yml``, where an
+        OpenMMLab wheel puts it. An editable install leaves the package in
+        the clone, so, as OpenMMLab's setup scripts do for a development
+        install, links are made:
+
+        - ``fcaformer_mm/.mim/{configs,tools,model-index.yml}`` in the clone,
+          to the clone's own (git ignores the folder);
+        - ``<site-packages>/fcaformer_mm``, to the clone's package, listed
+          in the distribution's ``RECORD`` so that ``pip uninstall
+          fcaformer_mm`` removes it with the rest.
+
+        A file or folder that is not such a link is never replaced.
+        """
+        mim_dir = ROOT / 'fcaformer_mm' / '.mim'
+        if self.dry_run:
+            self.record(f'linking {mim_dir} and site-packages/fcaformer_mm '
+                        'to the clone, so that OpenMIM reads the editable '
+                        'install')
+            return
+        out = subprocess.run([sys.executable, '-c', DIST_PROBE],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise StepFailed('fcaformer_mm was installed but its '
+                             f'distribution cannot be read:\n{out.stderr}')
+        dist = json.loads(out.stdout)
+        if dist['editable_dir'] != str(ROOT):
+            self.record('fcaformer_mm is not an editable install of this '
+                        f'clone ({dist["editable_dir"]}): no links made')
+            return
+        mim_dir.mkdir(exist_ok=True)
+        for name in ('configs', 'tools', 'model-index.yml'):
+            _link(mim_dir / name, Path('..', '..', name))
+        site_link = Path(dist['site']) / 'fcaformer_mm'
+        target = ROOT / 'fcaformer_mm'
+        if os.path.lexists(site_link) and not (
+                site_link.is_symlink()
+                and site_link.resolve() == target.resolve()):
+            if not site_link.is_symlink():
+                self.record(f'{site_link} exists and is not a link: kept; '
+                            '`mim search fcaformer_mm` reads it, not this '
+                            'clone')
+                return
+            site_link.unlink()  # a link to another clone
+        if not os.path.lexists(site_link):
+            site_link.symlink_to(target, target_is_directory=True)
+        record = Path(dist['record'])
+        entry = 'fcaformer_mm,,'
+        if entry not in record.read_text().splitlines():
+            with open(record, 'a') as fh:
+                fh.write(entry + '\n')
+        self.record(f'linked {site_link} -> {target} and {mim_dir}: '
+                    '`mim search fcaformer_mm` and `mim list` read this clone')
+
     def verify_step(self) -> None:
         if self.dry_run:
             return
@@ -310,6 +397,7 @@ def main() -> int:
         installer.mmcv_step(state)
         state = probe() if not args.dry_run else state
         installer.package_step(state, args.tests)
+        installer.openmim_step()
         installer.verify_step()
     except StepFailed as exc:
         print(f'\n[install] FAILED: {exc}', file=sys.stderr, flush=True)

@@ -324,7 +324,8 @@ def measure_times(subjects: list[Subject], metric: str, precision: str,
         runner = runners.get(s.label) if metric != 'train' else None
         if runner is not None:
             entry.update(runtime=runner.name, prepare_s=runner.prepare_s,
-                         max_abs_diff_to_eager=runner.max_abs_diff)
+                         max_abs_diff_to_eager=runner.max_abs_diff,
+                         max_abs_eager_output=runner.max_abs_output)
         out[s.label] = entry
     return out
 

@@ -49,14 +49,14 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 def resource_root() -> Path:
     """The folder that holds ``model-index.yml``, ``configs/`` and ``tools/``.
 
-    ``fcaformer_mm/.mim`` of an installed distribution, else the clone the
-    package is imported from.
+    The clone the package is imported from (an editable install), else
+    ``fcaformer_mm/.mim`` of an installed distribution.
 
     Raises:
         FileNotFoundError: If neither holds the model index (a package
             installed from its Python files alone).
     """
-    candidates = (_PACKAGE_DIR / '.mim', _PACKAGE_DIR.parent)
+    candidates = (_PACKAGE_DIR.parent, _PACKAGE_DIR / '.mim')
     for root in candidates:
         if (root / MODEL_INDEX).is_file() and (root / 'configs').is_dir():
             return root
