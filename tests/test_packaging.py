@@ -157,10 +157,10 @@ def test_mim_reads_the_editable_install(tmp_path):
     editable and links what OpenMIM reads; ``mim search`` and ``mim list``
     then see this clone from any working directory."""
     pytest.importorskip('mim')
+    import sysconfig
     from importlib import metadata
 
-    dist = metadata.distribution('fcaformer_mm')
-    site_link = Path(dist.locate_file('')) / 'fcaformer_mm'
+    site_link = Path(sysconfig.get_paths()['purelib']) / 'fcaformer_mm'
     assert site_link.is_symlink() and site_link.resolve() == (
         REPO / 'fcaformer_mm'), (
             f'{site_link} is not a link to this clone: install with '

@@ -22,6 +22,10 @@ The script is idempotent and keeps what already works:
 3. mmengine, mmpretrain, mmsegmentation, mmdetection and fcaformer_mm itself
    (editable), at the tested versions of ``requirements/*.txt``, with the
    installed torch, torchvision and mmcv pinned so pip cannot replace them.
+4. Links that let OpenMIM (``mim search``, ``mim list``) read the editable
+   install: ``<site-packages>/fcaformer_mm`` to the clone's package (listed
+   in its RECORD, so ``pip uninstall`` removes it) and
+   ``fcaformer_mm/.mim/{configs,tools,model-index.yml}`` in the clone.
 
 Only the standard library is used, so it runs on a bare interpreter.
 """
@@ -324,8 +328,10 @@ class Installer:
                         'to the clone, so that OpenMIM reads the editable '
                         'install')
             return
+        # Not from the clone: there the clone's own egg-info would answer.
         out = subprocess.run([sys.executable, '-c', DIST_PROBE],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True,
+                             cwd=tempfile.gettempdir())
         if out.returncode != 0:
             raise StepFailed('fcaformer_mm was installed but its '
                              f'distribution cannot be read:\n{out.stderr}')
