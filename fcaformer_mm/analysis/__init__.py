@@ -10,6 +10,8 @@ imports none of its modules; the tools of ``tools/analysis_tools`` and
   and memory, models interleaved (``benchmark.py``);
 - :mod:`.edge_table`: the paper's edge-device table of classifiers, the
   published figures and the inference memory;
+- :mod:`.runtimes`: eager, ONNX Runtime and ``torch.compile`` runners of a
+  model (``benchmark.py --runtime``);
 - :mod:`.rss`: peak resident memory of a process (Linux);
 - :mod:`.flops`: parameters and MACs, mmcv 1.x's nn-module rules and
   ``mmengine.analysis.FlopAnalyzer`` (``get_flops.py``);

@@ -85,15 +85,22 @@ The paper's edge-device table (``--table edge``)
     (``fcaformer-l1-deploy``...), ConvNeXt-T/S/B/L, Swin-T/S/B and
     EfficientFormer-L1/L3/L7 from mmpretrain's configs. Metrics: ``latency``
     (and ``throughput``, ``compiled``, ``train``, ``train-memory``) as
-    above, and ``memory``, here the inference memory: the rise of the peak
-    resident set size of a fresh process per model from before the model
-    is built to after one forward (weights and activations; CPU only).
+    above, and ``memory``, here the inference memory, in a fresh process
+    per model (CPU only): weights plus activations, the paper's unit, and
+    the rise of the fresh process's peak resident set
+    (:func:`fcaformer_mm.analysis.edge_table.measure_inference_memory`).
     The table prints the medians and memory, their ratios to
     ``--reference``, the paper's ARM figures and ratios beside them, and
     the pairs L1/ConvNeXt-T, L2/ConvNeXt-T, L3/ConvNeXt-S, L4/ConvNeXt-B
-    against their targets (latency ratio at
-    most the MAC ratio, memory ratio at most the paper's); ``--plot``
-    draws published top-1 against measured latency.
+    with the paper's ratios and the MAC ratio; ``--plot`` draws published
+    top-1 against measured latency.
+
+``--runtime`` (``eager``, ``ort``, ``compile``) chooses what runs the
+latency and throughput metrics (:mod:`fcaformer_mm.analysis.runtimes`):
+eager PyTorch, ONNX Runtime (fp32, CPU) or ``torch.compile`` under
+inductor's freezing; export and compilation happen before the timed
+round-robin and are reported apart (``prepare_s``), with the largest
+difference from the eager output.
 
 On a CPU whose cores are shared with other work, start the tool with
 ``OMP_WAIT_POLICY=PASSIVE`` in the environment: OpenMP's default spinning
