@@ -102,11 +102,15 @@ inductor's freezing; export and compilation happen before the timed
 round-robin and are reported apart (``prepare_s``), with the largest
 difference from the eager output.
 
-On a CPU whose cores are shared with other work, start the tool with
-``OMP_WAIT_POLICY=PASSIVE`` in the environment: OpenMP's default spinning
-makes every operator wait for threads the scheduler has taken away, which
-slows models of many small operators most. The report records that
-variable (``meta.machine_before.env``).
+OpenMP's wait policy moves the ratios, most for models of many small
+operators (FcaFormer runs twice as many as ConvNeXt): on a quiet machine
+leave it as it is (threads spin between operators, as in a user's
+process); on a CPU whose cores are shared with other work, start the tool
+with ``OMP_WAIT_POLICY=PASSIVE``, as spinning threads then wait for peers
+the scheduler took away, but know that every operator then pays a thread
+wake-up (on a quiet 2-vCPU VM it made FcaFormer-L1 eager 44 ms instead of
+26, ConvNeXt-T 72 instead of 54). The report records the variable
+(``meta.machine_before.env``).
 
 Examples:
     python tools/analysis_tools/benchmark.py --device cpu --threads 2 \\
