@@ -213,25 +213,31 @@ def get_inferencer(name: str,
         ...                             weights='iter_160000.pth')
         >>> result = inferencer('demo.jpg')  # {'predictions': HxW map}
     """
+    from mmengine.registry import DefaultScope
+
     import fcaformer_mm  # noqa: F401  (registers the package's modules)
 
     config = get_config_path(name)
     scope = get_config(name).get('default_scope')
     if scope == 'mmseg':
-        from mmseg.apis import MMSegInferencer
-        return MMSegInferencer(
-            model=config, weights=weights, device=device, **kwargs)
-    if scope == 'mmdet':
-        from mmdet.apis import DetInferencer
-        return DetInferencer(
-            model=config, weights=weights, device=device, **kwargs)
-    if scope == 'mmpretrain':
-        from mmpretrain.apis import ImageClassificationInferencer
-        return ImageClassificationInferencer(
-            model=config, pretrained=weights or False, device=device,
-            **kwargs)
-    raise ValueError(f'{config} has default_scope={scope!r}; inferencers '
-                     'exist for mmseg, mmdet and mmpretrain configs.')
+        from mmseg.apis import MMSegInferencer as inferencer_type
+        kwargs.update(weights=weights)
+    elif scope == 'mmdet':
+        from mmdet.apis import DetInferencer as inferencer_type
+        kwargs.update(weights=weights)
+    elif scope == 'mmpretrain':
+        from mmpretrain.apis import (
+            ImageClassificationInferencer as inferencer_type,
+        )
+        kwargs.update(pretrained=weights or False)
+    else:
+        raise ValueError(f'{config} has default_scope={scope!r}; '
+                         'inferencers exist for mmseg, mmdet and mmpretrain '
+                         'configs.')
+    # Inferencers build their pipelines in the current default scope, which
+    # an earlier Runner of the process may have left at another codebase.
+    with DefaultScope.overwrite_default_scope(scope):
+        return inferencer_type(model=config, device=device, **kwargs)
 
 
 def register_mmpretrain_models() -> list[str]:

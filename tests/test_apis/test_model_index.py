@@ -184,6 +184,21 @@ def test_mmpretrain_inference_model_by_name(tmp_path):
     assert 0 <= result['pred_label'] < 1000
 
 
+def test_get_inferencer_after_another_codebase_scope():
+    """A Runner of another codebase earlier in the process leaves its
+    default scope current; the inferencer still builds its own pipeline."""
+    pytest.importorskip('mmpretrain')
+    from mmengine.registry import DefaultScope
+
+    image = np.random.default_rng(0).integers(
+        0, 255, (64, 64, 3), dtype=np.uint8)
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        inferencer = get_inferencer('fcaformer_l1_in1k', device='cpu')
+        assert DefaultScope.get_current_instance().scope_name == 'mmengine'
+        result = inferencer(image)[0]
+    assert 0 <= result['pred_label'] < 1000
+
+
 def test_registration_is_idempotent():
     pytest.importorskip('mmpretrain')
     import fcaformer_mm  # noqa: F401
