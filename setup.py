@@ -60,8 +60,8 @@ class BuildPyWithMim(build_py):
 
 
 extras = {name: read_requirements(name)
-          for name in ('cls', 'seg', 'det', 'tests')}
-extras['all'] = extras['cls'] + extras['seg'] + extras['det']
+          for name in ('cls', 'seg', 'det', 'mim', 'tests')}
+extras['all'] = extras['cls'] + extras['seg'] + extras['det'] + extras['mim']
 
 setup(
     name='fcaformer_mm',

@@ -160,6 +160,10 @@ def test_mim_reads_the_editable_install(tmp_path):
     import sysconfig
     from importlib import metadata
 
+    # Command 1 installs the extras [all], which hold OpenMIM.
+    assert any(r.startswith('openmim') and 'extra == "all"' in r
+               for r in metadata.requires('fcaformer_mm')), metadata.requires(
+                   'fcaformer_mm')
     site_link = Path(sysconfig.get_paths()['purelib']) / 'fcaformer_mm'
     assert site_link.is_symlink() and site_link.resolve() == (
         REPO / 'fcaformer_mm'), (

@@ -19,9 +19,10 @@ The script is idempotent and keeps what already works:
    from source with its ops (no wheels exist for current torch; about 10
    minutes on 2 CPU cores, far longer with CUDA ops). pip caches the wheel,
    so later runs take seconds.
-3. mmengine, mmpretrain, mmsegmentation, mmdetection and fcaformer_mm itself
-   (editable), at the tested versions of ``requirements/*.txt``, with the
-   installed torch, torchvision and mmcv pinned so pip cannot replace them.
+3. mmengine, mmpretrain, mmsegmentation, mmdetection, OpenMIM and
+   fcaformer_mm itself (editable), at the tested versions of
+   ``requirements/*.txt``, with the installed torch, torchvision and mmcv
+   pinned so pip cannot replace them.
 4. Links that let OpenMIM (``mim search``, ``mim list``) read the editable
    install: ``<site-packages>/fcaformer_mm`` to the clone's package (listed
    in its RECORD, so ``pip uninstall`` removes it) and
@@ -287,7 +288,7 @@ class Installer:
     def package_step(self, state: dict, tests: bool) -> None:
         extras = 'all,tests' if tests else 'all'
         self.record('installing mmengine, mmpretrain, mmsegmentation, '
-                    'mmdetection and fcaformer_mm (editable, extras '
+                    'mmdetection, OpenMIM and fcaformer_mm (editable, extras '
                     f'[{extras}]), with torch, torchvision and mmcv pinned '
                     'to the installed builds')
         # The distributions' own versions: ``torch.__version__`` can carry a
